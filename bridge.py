@@ -1,0 +1,988 @@
+"""s3-event-bridge: turn a file-in/file-out command into a reaction to S3 events.
+
+S3 object events (direct, through SQS, SNS -> SQS or EventBridge) are grouped
+by bucket and folder. For each group the folder is listed, an optional jq
+filter decides whether to run, the matching objects are pulled into a
+temporary folder, the handler command runs there, and every file it created
+or changed is uploaded. See README.md for the whole contract.
+
+Modes (sub-commands; the handler command is the arguments after them, or
+HANDLER_COMMAND run with /bin/sh -c):
+
+    bootstrap [lambda] CMD...   Lambda custom runtime (AWS_LAMBDA_RUNTIME_API)
+
+Exit codes: 0 success, 1 failure, 2 configuration or usage error.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import http.client
+import json
+import logging
+import mimetypes
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__version__ = "0.1.0"
+
+log = logging.getLogger("s3-event-bridge")
+
+
+###############################################################################
+# Errors
+###############################################################################
+
+
+class BridgeError(Exception):
+    """Root of every error the bridge reports; `error_type` is what Lambda shows."""
+
+    error_type = "Bridge.Error"
+
+
+class ConfigError(BridgeError):
+    """A setting or argument is wrong: found at start-up, stops the program."""
+
+    error_type = "Bridge.ConfigError"
+
+
+class EventError(BridgeError):
+    """An incoming payload or message body is not an event the bridge reads."""
+
+    error_type = "Bridge.EventError"
+
+
+class GroupError(BridgeError):
+    """One execution group failed: its messages must not be acknowledged."""
+
+    error_type = "Bridge.GroupFailed"
+
+
+class RuntimeApiError(BridgeError):
+    """The Lambda Runtime API could not be reached or refused a request."""
+
+    error_type = "Bridge.RuntimeApiError"
+
+
+###############################################################################
+# Configuration
+###############################################################################
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_LOG_LEVELS = {
+    "TRACE": logging.DEBUG,
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARN": logging.WARNING,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "FATAL": logging.CRITICAL,
+}
+
+
+def compile_regex(pattern: str, variable: str) -> re.Pattern:
+    """Compile a regex written for Rust's regex crate into a Python pattern.
+
+    The seed project documented its patterns in the regex crate's syntax, so
+    the cheap differences are translated (`\\z`, `(?<name>`), and Unicode
+    property classes, which `re` cannot express, are refused by name.
+    """
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern[i] == "\\" and i + 1 < len(pattern):
+            escape = pattern[i + 1]
+            if escape in "pP":
+                raise ConfigError(f"{variable}: Unicode classes like \\{escape}{{..}} are not supported")
+            out.append(r"\Z" if escape == "z" else pattern[i : i + 2])
+            i += 2
+        elif pattern.startswith("(?<", i) and not pattern.startswith(("(?<=", "(?<!"), i):
+            out.append("(?P<")
+            i += 3
+        else:
+            out.append(pattern[i])
+            i += 1
+    try:
+        return re.compile("".join(out))
+    except re.error as exc:
+        raise ConfigError(f"{variable}: invalid regex {pattern!r}: {exc}") from None
+
+
+def compile_filter(expression: str, variable: str) -> Any:
+    """Compile the jq execution filter so a bad expression stops start-up."""
+    # jq is a compiled extension that only users of a filter need; importing it
+    # here keeps start-up lean and lets an interpreter without a jq build run
+    # every configuration that has no filter.
+    try:
+        import jq
+    except ImportError as exc:
+        raise ConfigError(f"{variable}: the jq module cannot be loaded here: {exc}") from None
+    try:
+        return jq.compile(expression)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}: invalid jq expression: {exc}") from None
+
+
+def _text(environ: Mapping[str, str], name: str) -> str:
+    return environ.get(name, "").strip()
+
+
+def _number(
+    environ: Mapping[str, str], name: str, default: float, kind: type = int, low: float = 1, high: float = float("inf")
+) -> Any:
+    raw = _text(environ, name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {raw} is outside {low:g}..{high:g}")
+    return value
+
+
+def _env_name(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = _text(environ, name) or default
+    if not _ENV_NAME.match(value):
+        raise ConfigError(f"{name}: {value!r} is not a valid environment variable name")
+    return value
+
+
+def _execution_filter(environ: Mapping[str, str]) -> Any:
+    expression, path = _text(environ, "EXECUTION_FILTER_EXPR"), _text(environ, "EXECUTION_FILTER_FILE")
+    if expression and path:
+        raise ConfigError("EXECUTION_FILTER_EXPR and EXECUTION_FILTER_FILE are both set; keep one")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as source:
+                return compile_filter(source.read(), "EXECUTION_FILTER_FILE")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"EXECUTION_FILTER_FILE: cannot read {path}: {exc}") from None
+    return compile_filter(expression, "EXECUTION_FILTER_EXPR") if expression else None
+
+
+def _handler_command(environ: Mapping[str, str], argv: Sequence[str]) -> tuple[str, ...]:
+    if argv:
+        return tuple(argv)
+    command = _text(environ, "HANDLER_COMMAND")
+    if not command:
+        raise ConfigError("HANDLER_COMMAND: no handler command (set it, or give the command as arguments)")
+    return ("/bin/sh", "-c", command)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting, read once at start-up so bad values stop the program early."""
+
+    handler: tuple[str, ...]
+    match_key: re.Pattern | None = None
+    pull_parent_dirs: int = 0
+    pull_match_keys: tuple[re.Pattern, ...] = ()
+    execution_filter: Any = None
+    target_bucket: str | None = None
+    root_folder_var: str = "ROOT_FOLDER"
+    bucket_var: str = "BUCKET"
+    key_prefix_var: str = "KEY_PREFIX"
+    handler_timeout: float | None = None
+    transfer_concurrency: int = 16
+    log_level: int = logging.INFO
+    log_json: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
+        match_key = _text(environ, "MATCH_KEY")
+        pull_match_keys = [p.strip() for p in _text(environ, "PULL_MATCH_KEYS").split(",")]
+        level = _text(environ, "AWS_LAMBDA_LOG_LEVEL").upper() or "INFO"
+        if level not in _LOG_LEVELS:
+            raise ConfigError(f"AWS_LAMBDA_LOG_LEVEL: {level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        log_format = _text(environ, "AWS_LAMBDA_LOG_FORMAT").upper() or "TEXT"
+        if log_format not in ("TEXT", "JSON"):
+            raise ConfigError(f"AWS_LAMBDA_LOG_FORMAT: {log_format!r} is neither Text nor JSON")
+        return cls(
+            handler=_handler_command(environ, argv),
+            match_key=compile_regex(match_key, "MATCH_KEY") if match_key else None,
+            pull_parent_dirs=_number(environ, "PULL_PARENT_DIRS", 0, low=float("-inf")),
+            pull_match_keys=tuple(compile_regex(p, "PULL_MATCH_KEYS") for p in pull_match_keys if p),
+            execution_filter=_execution_filter(environ),
+            target_bucket=_text(environ, "TARGET_BUCKET") or None,
+            root_folder_var=_env_name(environ, "ROOT_FOLDER_VAR", "ROOT_FOLDER"),
+            bucket_var=_env_name(environ, "BUCKET_VAR", "BUCKET"),
+            key_prefix_var=_env_name(environ, "KEY_PREFIX_VAR", "KEY_PREFIX"),
+            handler_timeout=_number(environ, "HANDLER_TIMEOUT", None, float, low=0.001),
+            transfer_concurrency=_number(environ, "TRANSFER_CONCURRENCY", 16, high=1000),
+            log_level=_LOG_LEVELS[level],
+            log_json=log_format == "JSON",
+        )
+
+
+###############################################################################
+# Logging
+###############################################################################
+
+
+class _Formatter(logging.Formatter):
+    """One line per record, text or JSON, carrying the invocation's request id.
+
+    Extra fields (`extra={"fields": {...}}`) become `key=value` pairs in text and
+    keys in JSON, so the per-group summary is searchable in CloudWatch either way.
+    """
+
+    request_id = ""
+
+    def __init__(self, as_json: bool) -> None:
+        super().__init__()
+        self.as_json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {})
+        when = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        if self.as_json:
+            entry = {"timestamp": stamp, "level": record.levelname, "message": message, "logger": record.name}
+            if self.request_id:
+                entry["requestId"] = self.request_id
+            return json.dumps({**entry, **fields}, default=str)
+        pairs = "".join(f" {key}={json.dumps(value, default=str)}" for key, value in fields.items())
+        # Lambda turns "\r" back into line breaks inside one CloudWatch event.
+        return f"[{record.levelname}]\t{stamp}\t{self.request_id}\t{message}{pairs}".replace("\n", "\r")
+
+
+def setup_logging(config: Config) -> _Formatter:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = _Formatter(config.log_json)
+    handler.setFormatter(formatter)
+    log.handlers[:] = [handler]
+    log.setLevel(config.log_level)
+    log.propagate = False
+    return formatter
+
+
+###############################################################################
+# Events
+###############################################################################
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One created object named by an event, its key already decoded."""
+
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One unit of acknowledgement: an SQS message, or a whole direct payload."""
+
+    id: str
+    refs: tuple[ObjectRef, ...] = ()
+    error: str | None = None
+
+
+def decode_key(raw: str, bucket: str) -> str:
+    """Undo the form-URL encoding S3 notifications apply to keys (`+` is a space)."""
+    try:
+        return urllib.parse.unquote_plus(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise EventError(f"s3://{bucket}/{raw}: key is not valid UTF-8 once decoded") from None
+
+
+def _s3_record(record: dict) -> list[ObjectRef]:
+    if record.get("EventSource") == "aws:sns":
+        return parse_body(record["Sns"]["Message"])
+    if "s3" not in record:
+        raise EventError("record has neither an s3 nor an Sns section")
+    if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+        return []
+    bucket = record["s3"]["bucket"]["name"]
+    key = record["s3"]["object"]["key"]
+    if not isinstance(bucket, str) or not isinstance(key, str):
+        raise EventError("bucket name and object key must be strings")
+    return [ObjectRef(bucket, decode_key(key, bucket))]
+
+
+def _eventbridge(event: dict) -> list[ObjectRef]:
+    if event.get("detail-type") != "Object Created":
+        return []
+    bucket, key = event["detail"]["bucket"]["name"], event["detail"]["object"]["key"]
+    if not isinstance(bucket, str) or not isinstance(key, str):
+        raise EventError("bucket name and object key must be strings")
+    return [ObjectRef(bucket, key)]
+
+
+def parse_event(event: Any) -> list[ObjectRef]:
+    """Read every envelope the bridge accepts down to the objects it names.
+
+    Only created objects count: removals, tag changes and S3's test event are
+    read and acknowledged without work, so a notification rule wider than
+    needed never runs the handler twice.
+    """
+    try:
+        if not isinstance(event, dict):
+            raise EventError("event is not a JSON object")
+        if event.get("Event") == "s3:TestEvent":
+            return []
+        if event.get("Type") == "Notification" and "Message" in event:
+            return parse_body(event["Message"])
+        if isinstance(event.get("Records"), list):
+            return [ref for record in event["Records"] for ref in _s3_record(record)]
+        if event.get("source") == "aws.s3" and "detail" in event:
+            return _eventbridge(event)
+        raise EventError("not an S3, SNS or EventBridge S3 event")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise EventError(f"malformed event: missing or wrong {exc}") from None
+
+
+def parse_body(body: Any) -> list[ObjectRef]:
+    """Parse a JSON text (an SQS body or an SNS message) into object references."""
+    if not isinstance(body, str):
+        raise EventError("message body is not a string")
+    try:
+        return parse_event(json.loads(body))
+    except (ValueError, RecursionError) as exc:
+        raise EventError(f"body is not JSON: {exc}") from None
+
+
+def is_sqs_batch(payload: Any) -> bool:
+    records = payload.get("Records") if isinstance(payload, dict) else None
+    return bool(records) and isinstance(records[0], dict) and records[0].get("eventSource") == "aws:sqs"
+
+
+def parse_sqs_record(record: Any) -> Message:
+    """Read one SQS record; a bad body spoils only its own message."""
+    message_id = record.get("messageId") if isinstance(record, dict) else None
+    if not isinstance(message_id, str):
+        raise EventError("an SQS record has no messageId; cannot report it as failed")
+    try:
+        return Message(message_id, tuple(parse_body(record.get("body"))))
+    except EventError as exc:
+        return Message(message_id, error=str(exc))
+
+
+###############################################################################
+# Grouping and key -> path mapping
+###############################################################################
+
+
+@dataclass(frozen=True)
+class Group:
+    """One execution: a bucket, a folder prefix, and the messages that asked for it."""
+
+    bucket: str
+    prefix: str
+    sources: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def key_prefix(key: str, parent_dirs: int) -> str:
+    """The folder pulled for a key: its own, or `parent_dirs` levels above it."""
+    folders = key.split("/")[:-1]
+    if parent_dirs < 0 or parent_dirs > len(folders):
+        return ""
+    return "".join(f"{name}/" for name in folders[: len(folders) - parent_dirs])
+
+
+def group_messages(messages: Iterable[Message], config: Config) -> list[Group]:
+    """Collect matching references into groups, remembering which messages fed each."""
+    sources: dict[tuple[str, str], list[str]] = collections.OrderedDict()
+    for message in messages:
+        for ref in message.refs:
+            if config.match_key and not config.match_key.search(ref.key):
+                continue
+            feeders = sources.setdefault((ref.bucket, key_prefix(ref.key, config.pull_parent_dirs)), [])
+            if message.id not in feeders:
+                feeders.append(message.id)
+    return [Group(bucket, prefix, tuple(ids)) for (bucket, prefix), ids in sources.items()]
+
+
+def relative_path(key: str, prefix: str) -> str | None:
+    """Where a key lands inside the work folder, or None when it would not be safe.
+
+    Keys may hold anything; a path may not leave the folder, so `..`, `.`,
+    empty segments, a leading `/` and NUL are refused rather than normalised
+    (normalising would upload the outputs under a different key).
+    """
+    rest = key[len(prefix) :] if key.startswith(prefix) else None
+    if not rest or "\0" in rest or rest.startswith("/"):
+        return None
+    segments = (rest[:-1] if rest.endswith("/") else rest).split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        return None
+    return rest
+
+
+###############################################################################
+# Object stores
+###############################################################################
+
+
+class S3Store:
+    """S3 through boto3: listing, and concurrent streaming transfers.
+
+    One client and one transfer manager live for the whole process so their
+    connection pool is reused across invocations.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        # boto3 and s3transfer take most of the start-up time; they are
+        # imported only when a mode that talks to S3 actually starts.
+        import boto3.session
+        import botocore.config
+        from s3transfer.manager import TransferConfig, TransferManager
+
+        client_config = botocore.config.Config(max_pool_connections=concurrency, retries={"mode": "standard"})
+        self.client = boto3.session.Session().client("s3", config=client_config)
+        self.manager = TransferManager(self.client, TransferConfig(max_request_concurrency=concurrency))
+
+    def list_objects(self, bucket: str, prefix: str) -> list[dict]:
+        objects = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            objects.extend(_object_shape(item) for item in page.get("Contents", ()))
+        return objects
+
+    def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> None:
+        """Fetch (object, path) pairs; the listed size spares a HEAD per object."""
+        futures = [
+            (obj["Key"], self.manager.download(bucket, obj["Key"], path, subscribers=[_KnownSize(obj["Size"])]))
+            for obj, path in items
+        ]
+        _wait(futures, bucket, "download")
+
+    def upload(self, bucket: str, items: Sequence[tuple[str, str]]) -> None:
+        """Send (path, key) pairs with a guessed Content-Type."""
+        futures = [(key, self.manager.upload(path, bucket, key, extra_args=_content_type(key))) for path, key in items]
+        _wait(futures, bucket, "upload")
+
+
+class _KnownSize:
+    """s3transfer subscriber that hands over the size the listing already gave."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def on_queued(self, future: Any, **_: Any) -> None:
+        future.meta.provide_transfer_size(self.size)
+
+
+def _object_shape(item: dict) -> dict:
+    """The Object API shape the filter sees: dates as ISO 8601 UTC strings."""
+    shaped = dict(item)
+    when = item.get("LastModified")
+    if isinstance(when, datetime.datetime):
+        shaped["LastModified"] = when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return shaped
+
+
+def _content_type(key: str) -> dict:
+    guessed, _ = mimetypes.guess_type(key)
+    return {"ContentType": guessed} if guessed else {}
+
+
+def _wait(futures: Sequence[tuple[str, Any]], bucket: str, verb: str) -> None:
+    """Wait for every transfer; report the first failure by its s3:// name."""
+    failure = None
+    for key, future in futures:
+        try:
+            future.result()
+        except Exception as exc:  # any transfer error fails the group the same way
+            failure = failure or GroupError(f"{verb} of s3://{bucket}/{key} failed: {exc}")
+    if failure:
+        raise failure
+
+
+###############################################################################
+# Execution filter
+###############################################################################
+
+_NO_OUTPUT = object()
+
+
+def filter_verdict(program: Any, objects: list[dict]) -> Any:
+    """The filter's first output, or _NO_OUTPUT; a jq runtime error fails the group."""
+    if program is None:
+        return _NO_OUTPUT
+    try:
+        return next(iter(program.input_value(objects)), _NO_OUTPUT)
+    except ValueError as exc:
+        raise GroupError(f"execution filter failed: {exc}") from None
+
+
+###############################################################################
+# Snapshots
+###############################################################################
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a regular file, opened without following a link swapped in."""
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def snapshot(root: str) -> dict[str, str]:
+    """Map every regular file under root (posix relative path) to its sha256.
+
+    Links and special files are never followed or read: a handler may leave
+    them behind, but only regular files inside the folder are outputs.
+    """
+    digests = {}
+    for folder, dirs, files in os.walk(root):
+        for name in list(dirs):
+            if os.path.islink(os.path.join(folder, name)):
+                log.warning(
+                    "not uploading %s: it is a symbolic link", os.path.relpath(os.path.join(folder, name), root)
+                )
+                dirs.remove(name)
+        for name in files:
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, root).replace(os.sep, "/")
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                digests[relative] = file_digest(path)
+            else:
+                log.warning("not uploading %s: not a regular file", relative)
+    return digests
+
+
+def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """Files that are new or whose content changed, in a stable order."""
+    return sorted(path for path, digest in after.items() if before.get(path) != digest)
+
+
+###############################################################################
+# Handler
+###############################################################################
+
+KILL_GRACE_SECONDS = 3.0
+
+
+def run_handler(command: Sequence[str], env: Mapping[str, str], timeout: float | None) -> int:
+    """Run the handler in its own process group; return its exit status.
+
+    A negative status is the signal that ended it. On timeout the whole group
+    gets SIGTERM, then SIGKILL after a grace period, and GroupError is raised.
+    Whatever the handler left running in its group is killed when it ends.
+    """
+    try:
+        process = subprocess.Popen(list(command), env=dict(env), start_new_session=True)
+    except OSError as exc:
+        raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+        raise GroupError(f"handler timed out after {timeout:.1f}s") from None
+    finally:
+        _signal_group(process.pid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+###############################################################################
+# Work folders
+###############################################################################
+
+WORK_PREFIX = "s3-event-bridge-"
+
+
+def make_work_folder() -> tuple[str, int]:
+    """A fresh temporary folder, held under an exclusive flock while in use.
+
+    The lock is what tells a later process that a leftover folder is stale:
+    it works across PID namespaces, unlike checking whether a PID is alive.
+    """
+    path = tempfile.mkdtemp(prefix=WORK_PREFIX)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return path, fd
+
+
+def remove_work_folder(path: str, fd: int) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    os.close(fd)
+    if os.path.lexists(path):
+        log.warning("could not remove work folder %s", path)
+
+
+def remove_stale_work_folders(parent: str | None = None) -> None:
+    """Remove the folders of killed earlier runs, never one a live process holds."""
+    parent = parent or tempfile.gettempdir()
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if not name.startswith(WORK_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        finally:
+            os.close(fd)
+        log.info("removing leftover work folder %s", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+###############################################################################
+# Pipeline: one execution group
+###############################################################################
+
+
+@dataclass
+class GroupReport:
+    """What one group did; logged as one summary line."""
+
+    group: Group
+    listed: int = 0
+    filter: str = "none"
+    pulled_files: int = 0
+    pulled_bytes: int = 0
+    exit_status: int | None = None
+    handler_seconds: float = 0.0
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    outcome: str = "failed"
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("succeeded", "skipped")
+
+
+@dataclass
+class Bridge:
+    """The configured pipeline, with its I/O passed in so tests can swap it."""
+
+    config: Config
+    store: Any
+    environ: Mapping[str, str]
+    run: Callable[[Sequence[str], Mapping[str, str], float | None], int] = run_handler
+    reports: list[GroupReport] = field(default_factory=list)
+
+    def process(self, group: Group, deadline: float | None = None) -> GroupReport:
+        """Run one group through every step; failures are caught and reported."""
+        report = GroupReport(group)
+        path, fd = make_work_folder()
+        try:
+            self._steps(group, report, path, deadline)
+        except BridgeError as exc:
+            report.outcome, report.error = "failed", str(exc)
+        except Exception as exc:  # a fault in one group must not take the others with it
+            log.exception("unexpected error in group %s", group)
+            report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            remove_work_folder(path, fd)
+        self._log(report)
+        return report
+
+    def _steps(self, group: Group, report: GroupReport, root: str, deadline: float | None) -> None:
+        config = self.config
+        objects = self.store.list_objects(group.bucket, group.prefix)
+        report.listed = len(objects)
+        verdict = filter_verdict(config.execution_filter, objects)
+        report.filter = "none" if verdict is _NO_OUTPUT else json.dumps(verdict)[:80]
+        if verdict is False:
+            report.outcome = "skipped"
+            return
+        self._pull(group, objects, root, report)
+        before = snapshot(root)
+        env = {
+            **self.environ,
+            config.root_folder_var: root,
+            config.bucket_var: group.bucket,
+            config.key_prefix_var: group.prefix,
+        }
+        started = time.monotonic()
+        status = self.run(config.handler, env, handler_time_limit(config.handler_timeout, deadline))
+        report.exit_status, report.handler_seconds = status, round(time.monotonic() - started, 3)
+        if status != 0:
+            how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+            raise GroupError(f"handler {how}")
+        if os.path.islink(root) or not os.path.isdir(root):
+            raise GroupError("the handler replaced the work folder; nothing uploaded")
+        changed = changed_files(before, snapshot(root))
+        target = config.target_bucket or group.bucket
+        items = [(os.path.join(root, *relative.split("/")), group.prefix + relative) for relative in changed]
+        report.uploaded_bytes = sum(os.lstat(path).st_size for path, _ in items)
+        self.store.upload(target, items)
+        report.uploaded_files = len(items)
+        report.outcome = "succeeded"
+
+    def _pull(self, group: Group, objects: list[dict], root: str, report: GroupReport) -> None:
+        patterns = self.config.pull_match_keys
+        items = []
+        for obj in objects:
+            key = obj["Key"]
+            if patterns and not any(p.search(key) for p in patterns):
+                continue
+            relative = relative_path(key, group.prefix)
+            if relative is None:
+                if key != group.prefix:
+                    log.warning("not pulling s3://%s/%s: its key is not a safe path", group.bucket, key)
+                continue
+            path = os.path.join(root, *relative.rstrip("/").split("/"))
+            if relative.endswith("/"):
+                os.makedirs(path, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            items.append((obj, path))
+        needed, free = sum(obj["Size"] for obj, _ in items), shutil.disk_usage(root).free
+        if needed > free:
+            raise GroupError(f"{group} needs {needed} bytes but {root} has {free} bytes free")
+        self.store.download(group.bucket, items)
+        report.pulled_files, report.pulled_bytes = len(items), needed
+
+    def _log(self, report: GroupReport) -> None:
+        fields = {
+            "bucket": report.group.bucket,
+            "prefix": report.group.prefix,
+            "listed": report.listed,
+            "filter": report.filter,
+            "pulled_files": report.pulled_files,
+            "pulled_bytes": report.pulled_bytes,
+            "exit_status": report.exit_status,
+            "handler_seconds": report.handler_seconds,
+            "uploaded_files": report.uploaded_files,
+            "uploaded_bytes": report.uploaded_bytes,
+            "outcome": report.outcome,
+        }
+        level = logging.INFO if report.ok else logging.ERROR
+        reason = f": {report.error}" if report.error else ""
+        log.log(level, "group %s %s%s", report.group, report.outcome, reason, extra={"fields": fields})
+
+    def process_messages(self, messages: Sequence[Message], deadline: float | None = None) -> list[str]:
+        """Process every group the messages name; return the ids not to acknowledge."""
+        failed = []
+        for message in messages:
+            if message.error is not None:
+                log.error("message %s cannot be read: %s", message.id or "(direct)", message.error)
+                failed.append(message.id)
+        for group in group_messages(messages, self.config):
+            if not self.process(group, deadline).ok:
+                failed.extend(i for i in group.sources if i not in failed)
+        return failed
+
+
+UPLOAD_RESERVE_FRACTION = 0.2
+UPLOAD_RESERVE_MAX_SECONDS = 30.0
+
+
+def handler_time_limit(timeout: float | None, deadline: float | None) -> float | None:
+    """The handler's limit: HANDLER_TIMEOUT or the deadline less an upload reserve."""
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.time()
+    budget = max(0.001, remaining - min(UPLOAD_RESERVE_MAX_SECONDS, remaining * UPLOAD_RESERVE_FRACTION))
+    return budget if timeout is None else min(timeout, budget)
+
+
+###############################################################################
+# Transport: the Lambda Runtime API
+###############################################################################
+
+API_VERSION = "2018-06-01"
+
+
+class RuntimeApi:
+    """A stdlib client of the Lambda Runtime API over one kept-alive connection.
+
+    Lambda gives `host:port`; emulators may give a URL with a path prefix.
+    """
+
+    def __init__(self, address: str) -> None:
+        parts = urllib.parse.urlsplit(address if "://" in address else f"http://{address}")
+        if not parts.hostname:
+            raise ConfigError(f"AWS_LAMBDA_RUNTIME_API: cannot read {address!r} as host:port")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.base = f"{parts.path.rstrip('/')}/{API_VERSION}/runtime"
+        self.connection = http.client.HTTPConnection(self.host, self.port)
+
+    def _request(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send one request; a dropped kept-alive connection is reopened once."""
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in (1, 2):
+            try:
+                self.connection.request(method, self.base + path, body=data, headers=dict(headers or {}))
+                response = self.connection.getresponse()
+                return response.status, response.headers, response.read()
+            except (http.client.HTTPException, ConnectionError) as exc:
+                self.connection.close()
+                if attempt == 2:
+                    raise RuntimeApiError(f"{method} {path} failed: {exc!r}") from None
+            except OSError as exc:
+                self.connection.close()
+                raise RuntimeApiError(f"{method} {path} failed: {exc!r}") from None
+        raise AssertionError("unreachable")
+
+    def _post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        status, _, answer = self._request("POST", path, body, headers)
+        if status >= 300:
+            raise RuntimeApiError(f"POST {path} answered {status}: {answer[:200]!r}")
+
+    def next_invocation(self) -> tuple[str, Mapping[str, str], bytes]:
+        status, headers, body = self._request("GET", "/invocation/next")
+        if status != 200:
+            raise RuntimeApiError(f"GET /invocation/next answered {status}: {body[:200]!r}")
+        return headers.get("Lambda-Runtime-Aws-Request-Id", ""), headers, body
+
+    def respond(self, request_id: str, result: Any) -> None:
+        self._post(f"/invocation/{request_id}/response", result)
+
+    def fail(self, request_id: str, error: BaseException) -> None:
+        payload, headers = _error_payload(error)
+        self._post(f"/invocation/{request_id}/error", payload, headers)
+
+    def init_error(self, error: BaseException) -> None:
+        payload, headers = _error_payload(error)
+        self._post("/init/error", payload, headers)
+
+
+def _error_payload(error: BaseException) -> tuple[dict, dict]:
+    error_type = getattr(error, "error_type", f"Runtime.{type(error).__name__}")
+    payload = {
+        "errorType": error_type,
+        "errorMessage": str(error),
+        "stackTrace": traceback.format_tb(error.__traceback__),
+    }
+    return payload, {"Lambda-Runtime-Function-Error-Type": error_type}
+
+
+PLAUSIBLE_DEADLINE_SECONDS = 24 * 3600
+
+
+def invocation_deadline(header: str | None, now: float) -> float | None:
+    """The deadline in epoch seconds, or None when the header is not a real epoch time.
+
+    Emulators send values like `600000`; obeying that would time every
+    handler out at once, so it is ignored with a warning.
+    """
+    try:
+        deadline = int(header or "") / 1000
+    except ValueError:
+        return None
+    if abs(deadline - now) > PLAUSIBLE_DEADLINE_SECONDS:
+        log.warning("ignoring implausible Lambda-Runtime-Deadline-Ms %s", header)
+        return None
+    return deadline
+
+
+def handle_invocation(bridge: Bridge, payload: Any, deadline: float | None) -> dict:
+    """Process one Lambda payload; raise BridgeError for an invocation error."""
+    if is_sqs_batch(payload):
+        messages = [parse_sqs_record(record) for record in payload["Records"]]
+        failed = bridge.process_messages(messages, deadline)
+        if failed and len(failed) == len(messages):
+            raise GroupError(f"every message failed: {', '.join(failed)}")
+        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+    failed = bridge.process_messages([Message("", tuple(parse_event(payload)))], deadline)
+    if failed:
+        raise GroupError("one or more groups failed (see the log)")
+    return {"status": "succeeded"}
+
+
+def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ: Any) -> int:
+    """Poll for invocations forever; only a Runtime API failure ends the loop."""
+    while True:
+        request_id, headers, body = api.next_invocation()
+        formatter.request_id = request_id
+        trace_id = headers.get("Lambda-Runtime-Trace-Id")
+        if trace_id:
+            environ["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            environ.pop("_X_AMZN_TRACE_ID", None)
+        deadline = invocation_deadline(headers.get("Lambda-Runtime-Deadline-Ms"), time.time())
+        try:
+            payload = json.loads(body or b"null")
+        except (ValueError, RecursionError) as exc:
+            api.fail(request_id, EventError(f"payload is not JSON: {exc}"))
+            continue
+        try:
+            result = handle_invocation(bridge, payload, deadline)
+        except BridgeError as exc:
+            log.error("invocation failed: %s", exc)
+            api.fail(request_id, exc)
+        except Exception as exc:  # a bug must fail this invocation, not the runtime
+            log.exception("invocation failed")
+            api.fail(request_id, exc)
+        else:
+            api.respond(request_id, result)
+
+
+###############################################################################
+# Entry point
+###############################################################################
+
+USAGE = "usage: bootstrap [lambda] [COMMAND ...]"
+
+
+def main(argv: Sequence[str] | None = None, environ: Any = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    if argv and argv[0] == "lambda":
+        argv = argv[1:]
+    elif not environ.get("AWS_LAMBDA_RUNTIME_API") or (argv and argv[0] in ("-h", "--help")):
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        api = RuntimeApi(environ.get("AWS_LAMBDA_RUNTIME_API", ""))
+    except ConfigError as exc:
+        print(f"s3-event-bridge: {exc}", file=sys.stderr)
+        return 2
+    try:
+        config = Config.from_env(environ, argv)
+    except ConfigError as exc:
+        print(f"s3-event-bridge: configuration error: {exc}", file=sys.stderr)
+        api.init_error(exc)
+        return 2
+    formatter = setup_logging(config)
+    try:
+        remove_stale_work_folders()
+        bridge = Bridge(config, S3Store(config.transfer_concurrency), environ)
+    except Exception as exc:  # any start-up failure is an init error for Lambda
+        log.exception("start-up failed")
+        api.init_error(exc)
+        return 1
+    try:
+        return serve_lambda(bridge, api, formatter, environ)
+    except RuntimeApiError as exc:
+        log.error("stopping: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

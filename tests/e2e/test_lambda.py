@@ -1,0 +1,106 @@
+"""The bridge as a Lambda bootstrap process, against real servers."""
+
+import json
+import time
+
+from helpers import AWS_ENV, keys, put, read, receive, sqs_event, unique, wait_until
+
+UPPERCASE = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && tr a-z A-Z < input.txt > output.txt']
+
+
+def s3_event(bucket, *keys_):
+    records = [
+        {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": k}}} for k in keys_
+    ]
+    return {"Records": records}
+
+
+def notifying_queue(s3, sqs, bucket):
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    config = {"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]}
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    return url
+
+
+def test_sqs_batch_through_the_emulator_uploads_and_reports_failures(emulator, start_function, s3, sqs, bucket):
+    queue = notifying_queue(s3, sqs, bucket)
+    put(s3, bucket, "ok/input.txt", "fine")
+    put(s3, bucket, "bad/input.txt", "boom")
+    messages = receive(sqs, queue, 2)
+    bad_id = next(m["MessageId"] for m in messages if "bad" in m["Body"])
+    handler = [
+        "/bin/sh",
+        "-c",
+        'test "$KEY_PREFIX" != bad/ && cd "$ROOT_FOLDER" && tr a-z A-Z < input.txt > output.txt',
+    ]
+    function = start_function(emulator.runtime_api, handler, MATCH_KEY=r"input\.txt$")
+    status, body = emulator.invoke(sqs_event(messages))
+    assert status == 200, (body, function.output())
+    assert body == {"batchItemFailures": [{"itemIdentifier": bad_id}]}
+    assert read(s3, bucket, "ok/output.txt") == b"FINE"
+    assert "bad/output.txt" not in keys(s3, bucket)
+    status, body = emulator.invoke(sqs_event(messages[:1] if messages[0]["MessageId"] != bad_id else messages[1:]))
+    assert (status, body) == (200, {"batchItemFailures": []})
+
+
+def test_a_failed_direct_invocation_is_an_invocation_error(emulator, start_function, s3, bucket):
+    put(s3, bucket, "d/input.txt", "x")
+    function = start_function(emulator.runtime_api, ["false"])
+    status, body = emulator.invoke(s3_event(bucket, "d/input.txt"))
+    assert status >= 400, function.output()
+    assert body["errorType"] == "Bridge.GroupFailed"
+    status, body = emulator.invoke({"not": "an event"})
+    assert body["errorType"] == "Bridge.EventError"
+    assert function.process.poll() is None, "one bad invocation must not end the runtime"
+
+
+def test_a_bad_match_key_is_an_init_error_and_the_process_exits(runtime_api, start_function):
+    function = start_function(runtime_api.address, ["true"], MATCH_KEY="input(")
+    assert function.process.wait(30) != 0
+    (error,) = runtime_api.init_errors
+    assert error["type"] == "Bridge.ConfigError"
+    assert error["body"]["errorMessage"].startswith("MATCH_KEY")
+    assert runtime_api.next_requests == 0
+
+
+def test_a_real_deadline_cuts_a_sleeping_handler(runtime_api, start_function, s3, bucket):
+    put(s3, bucket, "slow/input.txt")
+    start_function(runtime_api.address, ["/bin/sh", "-c", 'touch "$ROOT_FOLDER/partial"; exec sleep 60'])
+    deadline_ms = int((time.time() + 3) * 1000)
+    started = time.monotonic()
+    request_id, kind, _, error_type = runtime_api.invoke(
+        "r1", s3_event(bucket, "slow/input.txt"), {"Lambda-Runtime-Deadline-Ms": str(deadline_ms)}
+    )
+    assert (request_id, kind, error_type) == ("r1", "error", "Bridge.GroupFailed")
+    assert time.monotonic() - started < 3 + 5
+    assert keys(s3, bucket) == ["slow/input.txt"]
+
+
+def test_trace_id_reaches_the_handler_and_logs_are_json_without_secrets(runtime_api, start_function, s3, bucket):
+    put(s3, bucket, "t/input.txt")
+    handler = ["/bin/sh", "-c", 'printf %s "$_X_AMZN_TRACE_ID" > "$ROOT_FOLDER/trace"']
+    function = start_function(runtime_api.address, handler, AWS_LAMBDA_LOG_FORMAT="JSON")
+    for n in (1, 2):
+        trace = f"Root=1-00000000-00000000000000000000000{n}"
+        result = runtime_api.invoke(f"r{n}", s3_event(bucket, "t/input.txt"), {"Lambda-Runtime-Trace-Id": trace})
+        assert result[:2] == (f"r{n}", "response")
+        assert read(s3, bucket, "t/trace") == trace.encode()
+    summaries = wait_until(lambda: _summaries(function.output()), 10, "summary lines")
+    assert summaries[0]["bucket"] == bucket and summaries[0]["outcome"] == "succeeded"
+    assert summaries[0]["requestId"] == "r1"
+    assert AWS_ENV["AWS_SECRET_ACCESS_KEY"] not in function.output()
+
+
+def test_the_deadline_an_emulator_sends_is_ignored_not_obeyed(emulator, start_function, s3, bucket):
+    put(s3, bucket, "e/input.txt", "abc")
+    function = start_function(emulator.runtime_api, UPPERCASE)
+    status, _ = emulator.invoke(s3_event(bucket, "e/input.txt"))
+    assert status == 200, function.output()
+    assert read(s3, bucket, "e/output.txt") == b"ABC"
+    assert "implausible" in function.output()
+
+
+def _summaries(output):
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if "outcome" in line] or None

@@ -1,0 +1,64 @@
+"""Fixtures that wire real moto notifications and build bridges against moto."""
+
+import json
+import os
+
+import pytest
+
+import bridge
+from helpers import unique
+
+
+@pytest.fixture
+def make_bridge(aws_env):
+    def build(handler, **settings):
+        environ = {**os.environ, **settings}
+        config = bridge.Config.from_env(environ, handler)
+        return bridge.Bridge(config, bridge.S3Store(config.transfer_concurrency), environ)
+
+    return build
+
+
+def queue_arn(sqs, url):
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+@pytest.fixture
+def s3_to_sqs(clients, bucket):
+    """A bucket whose created-object events go straight to a fresh queue."""
+    sqs = clients["sqs"]
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    clients["s3"].put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": queue_arn(sqs, url), "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    return bucket, url
+
+
+@pytest.fixture
+def s3_to_sns_to_sqs(clients, bucket):
+    sqs, sns = clients["sqs"], clients["sns"]
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    topic = sns.create_topic(Name=unique("t"))["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn(sqs, url))
+    clients["s3"].put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={"TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    return bucket, url
+
+
+@pytest.fixture
+def s3_to_eventbridge_to_sqs(clients, bucket):
+    sqs, events = clients["sqs"], clients["events"]
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    rule = unique("r")
+    pattern = {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": {"bucket": {"name": [bucket]}}}
+    events.put_rule(Name=rule, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": queue_arn(sqs, url)}])
+    clients["s3"].put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    return bucket, url

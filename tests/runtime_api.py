@@ -1,0 +1,73 @@
+"""A small stdlib Lambda Runtime API server for the cases an emulator cannot produce.
+
+It hands out queued invocations with whatever headers a test wants (a real
+epoch deadline, a trace id) and records every response, error and init error.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PREFIX = "/2018-06-01/runtime"
+
+
+class RuntimeApiServer:
+    def __init__(self) -> None:
+        self.pending: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.init_errors: list[dict] = []
+        self.next_requests = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _reply(self, status: int, body: bytes = b"{}", headers: dict | None = None) -> None:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path != f"{PREFIX}/invocation/next":
+                    return self._reply(404)
+                owner.next_requests += 1
+                request_id, payload, headers = owner.pending.get()
+                headers = {"Lambda-Runtime-Aws-Request-Id": request_id, **headers}
+                self._reply(200, json.dumps(payload).encode(), headers)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
+                if self.path == f"{PREFIX}/init/error":
+                    owner.init_errors.append(
+                        {"body": body, "type": self.headers.get("Lambda-Runtime-Function-Error-Type")}
+                    )
+                    return self._reply(202)
+                parts = self.path[len(PREFIX) :].split("/")
+                if len(parts) == 4 and parts[1] == "invocation" and parts[3] in ("response", "error"):
+                    error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
+                    owner.results.put((parts[2], parts[3], body, error_type))
+                    return self._reply(202)
+                return self._reply(404)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def invoke(self, request_id: str, payload, headers: dict | None = None, timeout: float = 60):
+        """Queue one invocation and wait for its outcome: (id, 'response'|'error', body, error type)."""
+        self.pending.put((request_id, payload, headers or {}))
+        return self.results.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

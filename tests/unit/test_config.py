@@ -1,0 +1,151 @@
+"""Configuration: defaults, and one refusal per variable that names it."""
+
+import logging
+import re
+
+import pytest
+
+import bridge
+
+
+def from_env(argv=(), **env):
+    return bridge.Config.from_env(env, argv)
+
+
+def test_defaults_match_the_seed():
+    config = from_env(HANDLER_COMMAND="python handler.py")
+    assert config.handler == ("/bin/sh", "-c", "python handler.py")
+    assert config.match_key is None
+    assert config.pull_parent_dirs == 0
+    assert config.pull_match_keys == ()
+    assert config.execution_filter is None
+    assert config.target_bucket is None
+    assert (config.root_folder_var, config.bucket_var, config.key_prefix_var) == ("ROOT_FOLDER", "BUCKET", "KEY_PREFIX")
+    assert config.handler_timeout is None
+    assert config.transfer_concurrency == 16
+    assert config.log_level == logging.INFO and not config.log_json
+
+
+def test_arguments_win_over_handler_command():
+    assert from_env(["python3", "h.py"], HANDLER_COMMAND="other").handler == ("python3", "h.py")
+
+
+def test_every_setting_is_read():
+    config = from_env(
+        HANDLER_COMMAND="x",
+        MATCH_KEY=r"input\.txt\z",
+        PULL_PARENT_DIRS="-1",
+        PULL_MATCH_KEYS=r"\.txt$, ^data/ ,",
+        EXECUTION_FILTER_EXPR="length > 0",
+        TARGET_BUCKET="out",
+        ROOT_FOLDER_VAR="DIR",
+        BUCKET_VAR="B",
+        KEY_PREFIX_VAR="P",
+        HANDLER_TIMEOUT="1.5",
+        TRANSFER_CONCURRENCY="4",
+        AWS_LAMBDA_LOG_LEVEL="warn",
+        AWS_LAMBDA_LOG_FORMAT="JSON",
+    )
+    assert config.match_key.search("a/input.txt") and not config.match_key.search("a/input.txt\n")
+    assert config.pull_parent_dirs == -1
+    assert [p.pattern for p in config.pull_match_keys] == [r"\.txt$", "^data/"]
+    assert config.execution_filter is not None
+    assert config.target_bucket == "out"
+    assert (config.root_folder_var, config.bucket_var, config.key_prefix_var) == ("DIR", "B", "P")
+    assert config.handler_timeout == 1.5 and config.transfer_concurrency == 4
+    assert config.log_level == logging.WARNING and config.log_json
+
+
+def test_filter_file_is_read_as_utf8(tmp_path):
+    path = tmp_path / "filter.jq"
+    path.write_text('any(.Key == "é")', encoding="utf-8")
+    config = from_env(HANDLER_COMMAND="x", EXECUTION_FILTER_FILE=str(path))
+    assert bridge.filter_verdict(config.execution_filter, [{"Key": "é"}]) is True
+
+
+def test_blank_filter_variables_mean_no_filter():
+    assert from_env(HANDLER_COMMAND="x", EXECUTION_FILTER_EXPR="  ", EXECUTION_FILTER_FILE="").execution_filter is None
+
+
+BAD = [
+    ({}, "HANDLER_COMMAND"),
+    ({"MATCH_KEY": "a("}, "MATCH_KEY"),
+    ({"MATCH_KEY": r"\p{Greek}"}, "MATCH_KEY"),
+    ({"PULL_PARENT_DIRS": "one"}, "PULL_PARENT_DIRS"),
+    ({"PULL_PARENT_DIRS": "1.5"}, "PULL_PARENT_DIRS"),
+    ({"PULL_MATCH_KEYS": "ok,[bad"}, "PULL_MATCH_KEYS"),
+    ({"EXECUTION_FILTER_EXPR": "map(", "EXECUTION_FILTER_FILE": ""}, "EXECUTION_FILTER_EXPR"),
+    (
+        {"EXECUTION_FILTER_EXPR": "true", "EXECUTION_FILTER_FILE": "/f"},
+        "EXECUTION_FILTER_EXPR and EXECUTION_FILTER_FILE",
+    ),
+    ({"EXECUTION_FILTER_FILE": "/nonexistent/filter.jq"}, "EXECUTION_FILTER_FILE"),
+    ({"ROOT_FOLDER_VAR": "NOT VALID"}, "ROOT_FOLDER_VAR"),
+    ({"BUCKET_VAR": "1BAD"}, "BUCKET_VAR"),
+    ({"KEY_PREFIX_VAR": "A=B"}, "KEY_PREFIX_VAR"),
+    ({"HANDLER_TIMEOUT": "soon"}, "HANDLER_TIMEOUT"),
+    ({"HANDLER_TIMEOUT": "0"}, "HANDLER_TIMEOUT"),
+    ({"TRANSFER_CONCURRENCY": "0"}, "TRANSFER_CONCURRENCY"),
+    ({"AWS_LAMBDA_LOG_LEVEL": "LOUD"}, "AWS_LAMBDA_LOG_LEVEL"),
+    ({"AWS_LAMBDA_LOG_FORMAT": "XML"}, "AWS_LAMBDA_LOG_FORMAT"),
+]
+
+
+@pytest.mark.parametrize("env, variable", BAD, ids=[v for _, v in BAD])
+def test_a_bad_value_is_refused_naming_its_variable(env, variable):
+    env = {"HANDLER_COMMAND": "x", **env} if variable != "HANDLER_COMMAND" else env
+    with pytest.raises(bridge.ConfigError) as caught:
+        bridge.Config.from_env(env)
+    assert str(caught.value).startswith(variable)
+
+
+def test_an_unreadable_filter_file_is_refused(tmp_path):
+    path = tmp_path / "latin1.jq"
+    path.write_bytes(b"\xff\xfe true")
+    with pytest.raises(bridge.ConfigError, match="EXECUTION_FILTER_FILE"):
+        from_env(HANDLER_COMMAND="x", EXECUTION_FILTER_FILE=str(path))
+
+
+@pytest.mark.parametrize(
+    "pattern, text, matches",
+    [
+        (r"a\z", "xa", True),
+        (r"a\z", "a\n", False),
+        (r"\\z", "\\z", True),
+        (r"(?<name>\d+)\.txt", "12.txt", True),
+        (r"(?<=x)y", "xy", True),
+        (r"(?<!x)y", "xy", False),
+        (r"input\.txt", "a/input.txt", True),
+    ],
+)
+def test_regex_crate_syntax_is_translated_where_python_differs(pattern, text, matches):
+    assert bool(bridge.compile_regex(pattern, "MATCH_KEY").search(text)) is matches
+
+
+def test_a_translated_named_group_keeps_its_name():
+    assert bridge.compile_regex(r"(?<n>\d)", "MATCH_KEY").search("7").group("n") == "7"
+    assert isinstance(bridge.compile_regex("x", "MATCH_KEY"), re.Pattern)
+
+
+@pytest.mark.parametrize(
+    "verdict_expr, objects, expected",
+    [
+        ("false", [], False),
+        ("true", [], True),
+        ("null", [], None),
+        ("empty", [], "no output"),
+        ("false, true", [], False),
+        ("true, false", [], True),
+        ("length", [{"Key": "a"}], 1),
+    ],
+)
+def test_filter_verdict_is_the_first_output(verdict_expr, objects, expected):
+    program = bridge.compile_filter(verdict_expr, "EXECUTION_FILTER_EXPR")
+    verdict = bridge.filter_verdict(program, objects)
+    assert (verdict is bridge._NO_OUTPUT) if expected == "no output" else verdict == expected
+
+
+def test_a_jq_runtime_error_fails_the_group():
+    program = bridge.compile_filter('error("boom")', "EXECUTION_FILTER_EXPR")
+    with pytest.raises(bridge.GroupError, match="boom"):
+        bridge.filter_verdict(program, [])

@@ -1,0 +1,87 @@
+"""Grouping by bucket and prefix, PULL_PARENT_DIRS, and key -> path safety."""
+
+import pytest
+
+import bridge
+
+
+@pytest.mark.parametrize(
+    "key, parents, prefix",
+    [
+        ("a/b/c/file.txt", 0, "a/b/c/"),
+        ("a/b/c/file.txt", 1, "a/b/"),
+        ("a/b/c/file.txt", 2, "a/"),
+        ("a/b/c/file.txt", 3, ""),
+        ("a/b/c/file.txt", 4, ""),
+        ("a/b/c/file.txt", 99, ""),
+        ("a/b/c/file.txt", -1, ""),
+        ("file.txt", 0, ""),
+        ("file.txt", 1, ""),
+        ("dir/", 0, "dir/"),
+        ("a//b.txt", 0, "a//"),
+    ],
+)
+def test_pull_parent_dirs_picks_the_prefix(key, parents, prefix):
+    assert bridge.key_prefix(key, parents) == prefix
+
+
+def config(**env):
+    return bridge.Config.from_env({"HANDLER_COMMAND": "true", **env})
+
+
+def test_groups_join_messages_by_bucket_and_folder_and_remember_their_sources():
+    messages = [
+        bridge.Message("m1", (bridge.ObjectRef("b", "x/1.txt"), bridge.ObjectRef("b", "y/1.txt"))),
+        bridge.Message("m2", (bridge.ObjectRef("b", "x/2.txt"),)),
+        bridge.Message("m3", (bridge.ObjectRef("c", "x/1.txt"),)),
+        bridge.Message("m4", (bridge.ObjectRef("b", "x/3.txt"), bridge.ObjectRef("b", "x/4.txt"))),
+    ]
+    groups = bridge.group_messages(messages, config())
+    assert groups == [
+        bridge.Group("b", "x/", ("m1", "m2", "m4")),
+        bridge.Group("b", "y/", ("m1",)),
+        bridge.Group("c", "x/", ("m3",)),
+    ]
+
+
+def test_match_key_is_an_unanchored_search_on_the_decoded_key():
+    messages = [
+        bridge.Message("m1", (bridge.ObjectRef("b", "in put/input.txt"), bridge.ObjectRef("b", "o/output.txt")))
+    ]
+    groups = bridge.group_messages(messages, config(MATCH_KEY=r"put/input\.txt$"))
+    assert groups == [bridge.Group("b", "in put/", ("m1",))]
+
+
+def test_parent_dirs_merge_sibling_folders_into_one_group():
+    messages = [
+        bridge.Message("m1", (bridge.ObjectRef("b", "run/a/in.txt"),)),
+        bridge.Message("m2", (bridge.ObjectRef("b", "run/b/in.txt"),)),
+    ]
+    assert bridge.group_messages(messages, config(PULL_PARENT_DIRS="1")) == [bridge.Group("b", "run/", ("m1", "m2"))]
+
+
+@pytest.mark.parametrize(
+    "key, prefix, path",
+    [
+        ("p/file.txt", "p/", "file.txt"),
+        ("p/sub/file.txt", "p/", "sub/file.txt"),
+        ("p/sub/", "p/", "sub/"),
+        ("p/é ü/%2B+.txt", "p/", "é ü/%2B+.txt"),
+        ("p/", "p/", None),
+        ("p/../x", "p/", None),
+        ("p/a/../../x", "p/", None),
+        ("p/..", "p/", None),
+        ("p//abs", "p/", None),
+        ("/abs", "", None),
+        ("p/a//b", "p/", None),
+        ("p/a/./b", "p/", None),
+        ("p/./", "p/", None),
+        ("p/a\0b", "p/", None),
+        ("q/file.txt", "p/", None),
+        ("..", "", None),
+        ("...", "", "..."),
+        ("a..b/c", "", "a..b/c"),
+    ],
+)
+def test_key_to_path_refuses_anything_that_could_leave_the_folder(key, prefix, path):
+    assert bridge.relative_path(key, prefix) == path

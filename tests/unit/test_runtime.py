@@ -1,0 +1,138 @@
+"""Pure helpers of the Lambda transport, the handler runner and work folders."""
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import bridge
+
+
+@pytest.mark.parametrize(
+    "address, host, port, base",
+    [
+        ("127.0.0.1:9001", "127.0.0.1", 9001, "/2018-06-01/runtime"),
+        ("http://127.0.0.1:9009/.rt", "127.0.0.1", 9009, "/.rt/2018-06-01/runtime"),
+        ("http://localhost:9009/.rt/", "localhost", 9009, "/.rt/2018-06-01/runtime"),
+    ],
+)
+def test_runtime_api_address_is_host_port_or_url_with_prefix(address, host, port, base):
+    api = bridge.RuntimeApi(address)
+    assert (api.host, api.port, api.base) == (host, port, base)
+
+
+def test_a_runtime_api_address_without_host_is_a_config_error():
+    with pytest.raises(bridge.ConfigError, match="AWS_LAMBDA_RUNTIME_API"):
+        bridge.RuntimeApi("http://")
+
+
+def test_plausible_deadline_is_obeyed_and_emulator_deadline_ignored(caplog):
+    now = 1_800_000_000.0
+    assert bridge.invocation_deadline(str(int(now * 1000) + 5000), now) == now + 5
+    assert bridge.invocation_deadline("600000", now) is None
+    assert "implausible" in caplog.text
+    assert bridge.invocation_deadline(None, now) is None
+    assert bridge.invocation_deadline("soon", now) is None
+
+
+def test_handler_limit_keeps_a_reserve_for_uploads():
+    now = time.time()
+    assert bridge.handler_time_limit(None, None) is None
+    assert bridge.handler_time_limit(7.0, None) == 7.0
+    assert 7.9 < bridge.handler_time_limit(None, now + 10) <= 8.0
+    assert bridge.handler_time_limit(3.0, now + 10) == 3.0
+    assert 269 < bridge.handler_time_limit(None, now + 300) <= 270
+    assert bridge.handler_time_limit(None, now - 5) == 0.001
+
+
+def test_error_payload_carries_type_message_and_header():
+    try:
+        raise bridge.GroupError("it broke")
+    except bridge.GroupError as exc:
+        payload, headers = bridge._error_payload(exc)
+    assert payload["errorType"] == "Bridge.GroupFailed" == headers["Lambda-Runtime-Function-Error-Type"]
+    assert payload["errorMessage"] == "it broke"
+    assert payload["stackTrace"]
+
+
+def test_json_log_lines_carry_fields_and_request_id():
+    formatter = bridge._Formatter(as_json=True)
+    formatter.request_id = "req-1"
+    record = logging.LogRecord("s3-event-bridge", logging.INFO, __file__, 1, "group %s", ("g",), None)
+    record.fields = {"bucket": "b", "outcome": "succeeded"}
+    line = json.loads(formatter.format(record))
+    assert line["message"] == "group g" and line["requestId"] == "req-1"
+    assert line["bucket"] == "b" and line["level"] == "INFO"
+
+
+def test_text_log_lines_are_one_line():
+    formatter = bridge._Formatter(as_json=False)
+    record = logging.LogRecord("s3-event-bridge", logging.ERROR, __file__, 1, "a\nb", (), None)
+    record.fields = {"n": 1}
+    assert "\n" not in formatter.format(record) and "n=1" in formatter.format(record)
+
+
+def test_handler_exit_status_and_signal_are_returned():
+    assert bridge.run_handler(["/bin/sh", "-c", "exit 3"], os.environ, None) == 3
+    assert bridge.run_handler(["/bin/sh", "-c", "kill -9 $$"], os.environ, None) == -9
+
+
+def test_a_missing_handler_program_fails_the_group():
+    with pytest.raises(bridge.GroupError, match="could not start"):
+        bridge.run_handler(["/nonexistent/handler"], os.environ, None)
+
+
+def test_a_handler_past_its_timeout_and_its_children_are_killed(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    script = f"sleep 60 & echo $! > {pidfile}; trap '' TERM; wait"
+    started = time.monotonic()
+    with pytest.raises(bridge.GroupError, match="timed out"):
+        bridge.run_handler(["/bin/sh", "-c", script], os.environ, 0.5)
+    assert time.monotonic() - started < bridge.KILL_GRACE_SECONDS + 5
+    child = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+
+def test_a_grandchild_left_running_is_killed_when_the_handler_exits(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    assert bridge.run_handler(["/bin/sh", "-c", f"sleep 60 & echo $! > {pidfile}"], os.environ, None) == 0
+    child = int(pidfile.read_text())
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):
+            os.kill(child, 0)
+            time.sleep(0.02)
+
+
+def test_stale_work_folders_are_removed_but_live_ones_kept(tmp_path):
+    stale = tmp_path / (bridge.WORK_PREFIX + "stale")
+    stale.mkdir()
+    (stale / "leftover").write_text("x")
+    unrelated = tmp_path / "other"
+    unrelated.mkdir()
+    code = (
+        f"import bridge, sys, tempfile; tempfile.tempdir={str(tmp_path)!r}; "
+        "print(bridge.make_work_folder()[0], flush=True); sys.stdin.read()"
+    )
+    live = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(bridge.__file__),
+    )
+    try:
+        live_path = live.stdout.readline().strip()
+        bridge.remove_stale_work_folders(str(tmp_path))
+        assert not stale.exists()
+        assert os.path.isdir(live_path)
+        assert unrelated.exists()
+    finally:
+        live.communicate("")
