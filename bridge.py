@@ -36,6 +36,7 @@ import tempfile
 import time
 import traceback
 import urllib.parse
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,159 @@ class RuntimeApiError(BridgeError):
     """The Lambda Runtime API could not be reached or refused a request."""
 
     error_type = "Bridge.RuntimeApiError"
+
+
+###############################################################################
+# Bundle: what the zipapp carries that must be real files
+###############################################################################
+
+BUNDLE_CACHE_VARIABLE = "S3_EVENT_BRIDGE_CACHE"
+_COMPLETE = ".complete"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The zipapp this process runs from.
+
+    botocore reads its models and CA bundle with `open`, and a compiled jq
+    module cannot be imported from a zip, so the packages are unpacked once
+    per build (the id is a hash of the contents) into a cache folder; jq only
+    when a filter is configured, and only the build for this interpreter.
+    """
+
+    archive: str
+    build_id: str
+
+    def activate(self, cache_root: str) -> str:
+        home = os.path.join(cache_root, self.build_id)
+        sys.path.insert(0, self.unpack("lib/", os.path.join(home, "lib")))
+        sys.meta_path.insert(0, _BundledJqFinder(self, home))
+        return home
+
+    def unpack(self, member_prefix: str, dest: str) -> str:
+        """Unpack members into dest once, safely when processes race to do it.
+
+        A folder counts only with its completion marker, written last inside
+        a private folder that is then renamed into place under a lock, so a
+        killed or corrupted unpacking is replaced, never used.
+        """
+        if _usable(dest):
+            return dest
+        parent, name = os.path.split(dest)
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+        with open(os.path.join(parent, f".{name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _usable(dest):
+                return dest
+            for leftover in os.listdir(parent):
+                if leftover.startswith((f".{name}.unpacking-", f".{name}.discarded-")) or leftover == name:
+                    _discard(os.path.join(parent, leftover))
+            work = tempfile.mkdtemp(prefix=f".{name}.unpacking-", dir=parent)
+            with zipfile.ZipFile(self.archive) as archive:
+                for info in archive.infolist():
+                    if info.filename.startswith(member_prefix) and not info.is_dir():
+                        _unpack_member(archive, info, os.path.join(work, info.filename[len(member_prefix) :]))
+            with open(os.path.join(work, _COMPLETE), "w") as marker:
+                marker.write(self.build_id)
+            os.chmod(work, 0o755)
+            os.rename(work, dest)
+        return dest
+
+    def jq_builds(self) -> list[str]:
+        with zipfile.ZipFile(self.archive) as archive:
+            return sorted({n.split("/")[1] for n in archive.namelist() if n.startswith("jq/") and n.count("/") > 1})
+
+
+def _usable(folder: str) -> bool:
+    """Complete, and not planted by another user (owned by us or root, not world-writable)."""
+    try:
+        info = os.lstat(folder)
+        complete = os.path.isfile(os.path.join(folder, _COMPLETE))
+    except OSError:
+        return False
+    trusted = info.st_uid in (0, os.getuid()) and not info.st_mode & stat.S_IWOTH
+    return complete and trusted and stat.S_ISDIR(info.st_mode)
+
+
+def _discard(path: str) -> None:
+    doomed = f"{os.path.dirname(path)}/.{os.path.basename(path)}.discarded-{os.getpid()}"
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _unpack_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with archive.open(info) as source, open(path, "wb") as target:
+        shutil.copyfileobj(source, target)
+    os.chmod(path, (info.external_attr >> 16) & 0o755 or 0o644)
+
+
+def select_jq_build(
+    builds: Iterable[str], python: tuple[int, int], machine: str, glibc: tuple[int, int] | None
+) -> str | None:
+    """Pick the jq build for an interpreter: `cp311-manylinux_2_26-x86_64` style names.
+
+    glibc is the C library's version, or None on musl (Alpine).
+    """
+    wanted = f"cp{python[0]}{python[1]}"
+    for build in sorted(builds):
+        tag, libc, arch = build.split("-")
+        if tag != wanted or arch != machine:
+            continue
+        family, major, minor = libc.split("_")
+        if family == "musllinux" and glibc is None:
+            return build
+        if family == "manylinux" and glibc is not None and glibc >= (int(major), int(minor)):
+            return build
+    return None
+
+
+def running_glibc() -> tuple[int, int] | None:
+    try:
+        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+        return (int(version.split(".")[0]), int(version.split(".")[1])) if name == "glibc" else None
+    except ValueError:
+        return None
+
+
+class _BundledJqFinder:
+    """Import hook: `import jq` unpacks the bundled build for this interpreter.
+
+    An interpreter with no build gets an ImportError that lists the builds
+    inside, which the filter's configuration error passes on.
+    """
+
+    def __init__(self, bundle: Bundle, home: str) -> None:
+        self.bundle, self.home = bundle, home
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "jq":
+            return None
+        import importlib.machinery
+        import platform
+
+        builds = self.bundle.jq_builds()
+        python = sys.version_info[:2]
+        build = select_jq_build(builds, python, platform.machine(), running_glibc())
+        if build is None:
+            here = f"CPython {python[0]}.{python[1]} on {platform.machine()} ({'glibc' if running_glibc() else 'musl'})"
+            raise ImportError(f"this bootstrap has no jq build for {here}; builds inside: {', '.join(builds)}")
+        folder = self.bundle.unpack(f"jq/{build}/", os.path.join(self.home, f"jq-{build}"))
+        return importlib.machinery.PathFinder.find_spec(name, [folder])
+
+
+def prepare_bundle(bundle: Bundle, cache_root: str) -> int:
+    """Unpack and byte-compile at image build time, so a cold start unpacks nothing."""
+    import compileall
+
+    home = bundle.activate(os.path.abspath(cache_root))
+    compileall.compile_dir(os.path.join(home, "lib"), quiet=1, workers=0)
+    try:
+        import jq  # noqa: F401 - unpacks this interpreter's jq build into the cache
+    except ImportError as exc:
+        print(f"note: {exc}", file=sys.stderr)
+    print(f"prepared {home}; run with {BUNDLE_CACHE_VARIABLE}={os.path.abspath(cache_root)}")
+    return 0
 
 
 ###############################################################################
@@ -616,7 +770,7 @@ def _signal_group(pgid: int, signum: int) -> None:
 # Work folders
 ###############################################################################
 
-WORK_PREFIX = "s3-event-bridge-"
+WORK_PREFIX = "s3eb-work-"
 
 
 def make_work_folder() -> tuple[str, int]:
@@ -947,12 +1101,20 @@ def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ
 # Entry point
 ###############################################################################
 
-USAGE = "usage: bootstrap [lambda] [COMMAND ...]"
+USAGE = "usage: bootstrap [lambda] [COMMAND ...] | bootstrap --prepare DIR"
 
 
-def main(argv: Sequence[str] | None = None, environ: Any = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
+    if bundle is not None:
+        if argv[:1] == ["--prepare"]:
+            if len(argv) != 2:
+                print("usage: bootstrap --prepare DIR", file=sys.stderr)
+                return 2
+            return prepare_bundle(bundle, argv[1])
+        cache_root = environ.get(BUNDLE_CACHE_VARIABLE) or os.path.join(tempfile.gettempdir(), "s3eb-cache")
+        bundle.activate(cache_root)
     if argv and argv[0] == "lambda":
         argv = argv[1:]
     elif not environ.get("AWS_LAMBDA_RUNTIME_API") or (argv and argv[0] in ("-h", "--help")):

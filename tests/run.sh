@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command. On a fresh machine it makes its own virtual environment
-# from pinned versions, lints, and runs every test layer; the tests start and
+# from pinned versions, lints, builds dist/bootstrap, and runs every test layer; the tests start and
 # stop their own servers (moto, the cargo-lambda emulator) on 127.0.0.1.
 # Extra arguments go to pytest (e.g. `bash tests/run.sh -k deadline`).
 set -euo pipefail
@@ -15,5 +15,6 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" --no-deps cargo-lambda==1.9.2
 "$venv/bin/ruff" check --config .ci/ruff.toml .
 "$venv/bin/ruff" format --check --config .ci/ruff.toml .
+PYTHON="$venv/bin/python" bash build_zipapp.sh
 # pytest exits 5 when it collects nothing; set -e turns that into a failure.
-PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m pytest -p no:cacheprovider tests "$@"
+PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m pytest -p no:cacheprovider -rs tests "$@"

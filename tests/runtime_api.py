@@ -9,9 +9,17 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PREFIX = "/2018-06-01/runtime"
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A function killed mid long-poll resets its connection: expected, not news."""
 
 
 class RuntimeApiServer:
@@ -20,6 +28,8 @@ class RuntimeApiServer:
         self.results: queue.Queue = queue.Queue()
         self.init_errors: list[dict] = []
         self.next_requests = 0
+        self.first_next_at: float | None = None  # time.perf_counter() of the first GET .../next
+        self.last_result_at: float | None = None  # and of the latest response or error
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +50,7 @@ class RuntimeApiServer:
                 if self.path != f"{PREFIX}/invocation/next":
                     return self._reply(404)
                 owner.next_requests += 1
+                owner.first_next_at = owner.first_next_at or time.perf_counter()
                 request_id, payload, headers = owner.pending.get()
                 headers = {"Lambda-Runtime-Aws-Request-Id": request_id, **headers}
                 self._reply(200, json.dumps(payload).encode(), headers)
@@ -55,10 +66,11 @@ class RuntimeApiServer:
                 if len(parts) == 4 and parts[1] == "invocation" and parts[3] in ("response", "error"):
                     error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
                     owner.results.put((parts[2], parts[3], body, error_type))
+                    owner.last_result_at = time.perf_counter()
                     return self._reply(202)
                 return self._reply(404)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -21,14 +21,26 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def programs():
-    """Every build of the bridge the e2e tests must pass against."""
-    return {"bridge.py": [sys.executable, str(ROOT / "bridge.py")]}
+ZIPAPP = ROOT / "dist" / "bootstrap"
 
 
-@pytest.fixture(params=sorted(programs()))
+@pytest.fixture(scope="session")
+def zipapp(tmp_path_factory):
+    """A copy of the built zipapp outside the source tree, with its own empty cache."""
+    if not ZIPAPP.exists():
+        pytest.fail("dist/bootstrap is missing: run build_zipapp.sh (tests/run.sh does)")
+    folder = tmp_path_factory.mktemp("zipapp")
+    shutil.copy2(ZIPAPP, folder / "bootstrap")
+    return folder / "bootstrap", folder / "cache"
+
+
+@pytest.fixture(params=["bridge.py", "zipapp"])
 def program(request):
-    return programs()[request.param]
+    """Every build of the bridge the e2e tests must pass against: (command, extra env)."""
+    if request.param == "bridge.py":
+        return [sys.executable, str(ROOT / "bridge.py")], {}
+    path, cache = request.getfixturevalue("zipapp")
+    return [sys.executable, "-I", "-S", str(path)], {"S3_EVENT_BRIDGE_CACHE": str(cache)}
 
 
 class Function:
@@ -58,10 +70,13 @@ class Function:
 def start_function(program, aws_env, tmp_path):
     started = []
 
+    command, program_env = program
+
     def start(runtime_api: str, handler=(), **settings):
-        env = {"PATH": os.environ["PATH"], "AWS_LAMBDA_FUNCTION_NAME": "_", **aws_env, **settings}
+        """Start the function with only what Lambda would set (plus moto's endpoint)."""
+        env = {"PATH": os.environ["PATH"], "AWS_LAMBDA_FUNCTION_NAME": "_", **aws_env, **program_env, **settings}
         env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
-        function = Function([*program, *handler], env, tmp_path / f"function-{len(started)}.log")
+        function = Function([*command, *handler], env, tmp_path / f"function-{len(started)}.log")
         started.append(function)
         return function
 

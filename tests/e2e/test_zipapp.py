@@ -1,0 +1,263 @@
+"""dist/bootstrap as users run it: every interpreter, racing starts, a broken cache, the Dockerfile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from helpers import keys, put, read
+from runtime_api import RuntimeApiServer
+
+ROOT = Path(__file__).resolve().parents[2]
+ZIPAPP = ROOT / "dist" / "bootstrap"
+UPPERCASE = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && tr a-z A-Z < input.txt > output.txt']
+
+
+def pyenv_root() -> Path:
+    try:
+        return Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return Path.home() / ".pyenv"
+
+
+def interpreter(minor: int) -> str | None:
+    """This machine's newest CPython 3.minor, if it has one."""
+    found = sorted((pyenv_root() / "versions").glob(f"3.{minor}.*/bin/python3"))
+    found = [str(p) for p in found if re.fullmatch(rf"3\.{minor}\.\d+", p.parent.parent.name)]
+    return found[-1] if found else shutil.which(f"python3.{minor}")
+
+
+def s3_event(bucket, key):
+    return {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}
+
+
+def build_id() -> str:
+    with zipfile.ZipFile(ZIPAPP) as z:
+        return re.search(r'Bundle\(.*"([0-9a-f]{16})"\)', z.read("__main__.py").decode()).group(1)
+
+
+def lambda_env(aws_env, api, **settings):
+    """Only what Lambda sets, plus moto's endpoint."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "AWS_LAMBDA_FUNCTION_NAME": "f",
+        **aws_env,
+        **settings,
+    }
+
+
+@pytest.fixture
+def copy(zipapp, tmp_path):
+    """A fresh copy of the zipapp outside the source tree."""
+    target = tmp_path / "bin" / "bootstrap"
+    target.parent.mkdir()
+    shutil.copy2(zipapp[0], target)
+    return target
+
+
+def start(command, env, log):
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("minor", [9, 10, 11, 12, 13, 14])
+def test_a_filtered_invocation_succeeds_under_every_interpreter(minor, copy, aws_env, s3, bucket, tmp_path):
+    python = interpreter(minor)
+    if python is None:
+        pytest.skip(f"CPython 3.{minor} is not installed on this machine")
+    put(s3, bucket, "job/input.txt", "abc")
+    api = RuntimeApiServer()
+    env = lambda_env(aws_env, api, S3_EVENT_BRIDGE_CACHE=str(tmp_path / "cache"), EXECUTION_FILTER_EXPR="length == 1")
+    with open(tmp_path / "log", "wb") as log:
+        process = start([python, "-I", "-S", str(copy), *UPPERCASE], env, log)
+        try:
+            result = api.invoke("r1", s3_event(bucket, "job/input.txt"), timeout=90)
+        finally:
+            stop(process)
+            api.close()
+    assert result[:2] == ("r1", "response"), (tmp_path / "log").read_text()
+    assert read(s3, bucket, "job/output.txt") == b"ABC"
+    jq_folders = [p.name for p in (tmp_path / "cache" / build_id()).iterdir() if p.name.startswith("jq-")]
+    assert jq_folders == [f"jq-cp3{minor}-manylinux_2_26-{os.uname().machine}"]
+
+
+def test_a_filter_on_an_interpreter_without_a_jq_build_is_an_init_error_listing_the_builds(copy, aws_env, tmp_path):
+    this = f"jq/cp{sys.version_info[0]}{sys.version_info[1]}-"
+    without = tmp_path / "without-jq"
+    with zipfile.ZipFile(copy) as source, zipfile.ZipFile(without, "w") as target:
+        for info in source.infolist():
+            if not info.filename.startswith(this):
+                target.writestr(info, source.read(info))
+    api = RuntimeApiServer()
+    env = lambda_env(aws_env, api, S3_EVENT_BRIDGE_CACHE=str(tmp_path / "cache"), EXECUTION_FILTER_EXPR="true")
+    with open(tmp_path / "log", "wb") as log:
+        process = start([sys.executable, "-I", "-S", str(without), "true"], env, log)
+        assert process.wait(60) != 0
+    api.close()
+    (error,) = api.init_errors
+    message = error["body"]["errorMessage"]
+    assert message.startswith("EXECUTION_FILTER_EXPR") and "no jq build for CPython" in message
+    assert "cp39-musllinux_1_2-aarch64" in message and this[3:] not in message
+
+
+def test_the_archive_holds_jq_for_every_interpreter_and_platform():
+    with zipfile.ZipFile(ZIPAPP) as z:
+        names = set(z.namelist())
+    for minor in range(9, 15):
+        for libc in ("manylinux_2_26", "musllinux_1_2"):
+            for arch in ("x86_64", "aarch64"):
+                # Before 3.11, musl interpreters also named extensions *-linux-gnu.so.
+                pattern = rf"jq/cp3{minor}-{libc}-{arch}/jq\.cpython-3{minor}-{arch}-linux-(gnu|musl)\.so"
+                assert len([n for n in names if re.fullmatch(pattern, n)]) == 1, pattern
+    assert not [n for n in names if n.startswith("lib/botocore/data/ec2/")], "botocore data is pruned"
+    assert "lib/botocore/data/s3/2006-03-01/service-2.json.gz" in names
+    assert "lib/botocore/data/endpoints.json" in names and "lib/botocore/cacert.pem" in names
+
+
+def test_the_file_starts_with_the_env_shebang_and_is_executable():
+    assert ZIPAPP.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert os.access(ZIPAPP, os.X_OK)
+
+
+def test_four_processes_starting_at_once_share_one_unpacked_copy(copy, aws_env, tmp_path):
+    cache = tmp_path / "cache"
+    apis = [RuntimeApiServer() for _ in range(4)]
+    logs = [open(tmp_path / f"log{i}", "wb") for i in range(4)]  # noqa: SIM115 - closed below
+    env = {"S3_EVENT_BRIDGE_CACHE": str(cache), "EXECUTION_FILTER_EXPR": "true"}
+    processes = [
+        start([sys.executable, "-I", "-S", str(copy), "true"], lambda_env(aws_env, api, **env), log)
+        for api, log in zip(apis, logs)
+    ]
+    try:
+        test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}
+        results = [api.invoke(f"r{i}", test_event, timeout=90) for i, api in enumerate(apis)]
+    finally:
+        for process in processes:
+            stop(process)
+        for api, log in zip(apis, logs):
+            api.close()
+            log.close()
+    assert [r[1] for r in results] == ["response"] * 4, [(tmp_path / f"log{i}").read_text() for i in range(4)]
+    home = cache / build_id()
+    jq_folder = f"jq-cp{sys.version_info[0]}{sys.version_info[1]}-manylinux_2_26-{os.uname().machine}"
+    assert sorted(p.name for p in home.iterdir()) == sorted([".lib.lock", "lib", f".{jq_folder}.lock", jq_folder])
+
+
+def test_a_corrupted_cache_is_ignored_and_rebuilt(copy, aws_env, s3, bucket, tmp_path):
+    put(s3, bucket, "c/input.txt", "abc")
+    cache = tmp_path / "cache"
+    lib = cache / build_id() / "lib"
+    (lib / "botocore").mkdir(parents=True)
+    (lib / "botocore" / "__init__.py").write_text("raise ImportError('corrupted cache used')\n")
+    (cache / build_id() / ".lib.unpacking-killed").mkdir()
+    api = RuntimeApiServer()
+    with open(tmp_path / "log", "wb") as log:
+        process = start(
+            [sys.executable, "-I", "-S", str(copy), *UPPERCASE],
+            lambda_env(aws_env, api, S3_EVENT_BRIDGE_CACHE=str(cache)),
+            log,
+        )
+        try:
+            result = api.invoke("r1", s3_event(bucket, "c/input.txt"), timeout=90)
+        finally:
+            stop(process)
+            api.close()
+    assert result[1] == "response", (tmp_path / "log").read_text()
+    assert read(s3, bucket, "c/output.txt") == b"ABC"
+    assert (lib / ".complete").read_text() == build_id()
+    assert "corrupted" not in (lib / "botocore" / "__init__.py").read_text()
+    assert not (cache / build_id() / ".lib.unpacking-killed").exists()
+
+
+def test_two_builds_from_the_same_inputs_are_byte_identical(tmp_path):
+    second = tmp_path / "bootstrap"
+    subprocess.run(["bash", str(ROOT / "build_zipapp.sh"), str(second)], check=True, capture_output=True, timeout=300)
+    assert hashlib.sha256(second.read_bytes()).hexdigest() == hashlib.sha256(ZIPAPP.read_bytes()).hexdigest()
+
+
+def dockerfile_steps(path: Path):
+    """(instruction, argument) pairs, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            instruction, _, argument = line.strip().partition(" ")
+            yield instruction.upper(), argument.strip()
+
+
+def test_the_dockerfile_steps_reproduced_without_docker_give_a_working_function(aws_env, s3, bucket, tmp_path):
+    """Every step of the Dockerfile runs in a folder standing in for the image's root."""
+    python = interpreter(12) or sys.executable
+    root = tmp_path / "image"
+
+    def inside(path: str) -> Path:
+        return root / path.lstrip("/")
+
+    env = {"PATH": f"{Path(python).parent}:/usr/bin:/bin"}
+    workdir, entrypoint = root, None
+    for instruction, argument in dockerfile_steps(ROOT / "Dockerfile"):
+        if instruction == "WORKDIR":
+            workdir = inside(argument)
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif instruction == "COPY":
+            source, target = argument.split()
+            destination = workdir / target if not target.startswith("/") else inside(target)
+            if target.endswith("/"):
+                destination = destination / Path(source).name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / source, destination)
+        elif instruction == "RUN":
+            program, *args = shlex.split(argument)
+            assert program == "bootstrap", "the test knows how to run only the bridge's own steps"
+            command = [
+                python,
+                str(inside("/usr/local/bin/bootstrap")),
+                *[str(inside(a)) if a.startswith("/") else a for a in args],
+            ]
+            subprocess.run(command, cwd=workdir, env=env, check=True, capture_output=True, timeout=120)
+        elif instruction == "ENV":
+            name, _, value = argument.partition("=")
+            value = shlex.split(value)[0]
+            env[name] = str(inside(value)) if value.startswith("/") else value
+        elif instruction == "ENTRYPOINT":
+            entrypoint = json.loads(argument)
+    cache = Path(env["S3_EVENT_BRIDGE_CACHE"])
+    prepared = sorted(str(p) for p in cache.rglob("*"))
+    put(s3, bucket, "d/input.txt", "from the image")
+    api = RuntimeApiServer()
+    command = [python, str(inside(entrypoint[0])), *entrypoint[1:]]
+    with open(tmp_path / "log", "wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            env={**env, **lambda_env(aws_env, api), "PATH": env["PATH"]},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            result = api.invoke("r1", s3_event(bucket, "d/input.txt"), timeout=60)
+        finally:
+            stop(process)
+            api.close()
+    assert result[1] == "response", (tmp_path / "log").read_text()
+    assert read(s3, bucket, "d/output.txt") == b"FROM THE IMAGE"
+    assert sorted(str(p) for p in cache.rglob("*")) == prepared, "a prepared cold start unpacks and compiles nothing"
+    assert "d/output.txt" in keys(s3, bucket)

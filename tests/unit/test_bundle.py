@@ -1,0 +1,89 @@
+"""The zipapp's bundle logic: jq build selection, and unpacking once, safely."""
+
+import os
+import zipfile
+
+import pytest
+
+import bridge
+
+BUILDS = [
+    f"cp3{minor}-{libc}-{arch}"
+    for minor in range(9, 15)
+    for libc in ("manylinux_2_26", "musllinux_1_2")
+    for arch in ("x86_64", "aarch64")
+]
+
+
+@pytest.mark.parametrize(
+    "python, machine, glibc, expected",
+    [
+        ((3, 11), "x86_64", (2, 36), "cp311-manylinux_2_26-x86_64"),
+        ((3, 11), "aarch64", (2, 26), "cp311-manylinux_2_26-aarch64"),
+        ((3, 9), "x86_64", None, "cp39-musllinux_1_2-x86_64"),
+        ((3, 13), "aarch64", None, "cp313-musllinux_1_2-aarch64"),
+        ((3, 12), "x86_64", (2, 17), None),
+        ((3, 8), "x86_64", (2, 36), None),
+        ((3, 15), "x86_64", (2, 36), None),
+        ((3, 11), "riscv64", (2, 36), None),
+    ],
+)
+def test_the_jq_build_matches_interpreter_machine_and_libc(python, machine, glibc, expected):
+    assert bridge.select_jq_build(BUILDS, python, machine, glibc) == expected
+
+
+def test_this_machine_reports_its_glibc():
+    assert bridge.running_glibc() >= (2, 17)
+
+
+def text(*parts):
+    with open(os.path.join(*parts)) as f:
+        return f.read()
+
+
+def make_bundle(tmp_path):
+    archive = tmp_path / "app.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("lib/pkg/__init__.py", "VALUE = 1\n")
+        z.writestr("lib/pkg/data/model.json", "{}")
+        z.writestr("jq/cp311-manylinux_2_26-x86_64/jq.so", "x")
+    return bridge.Bundle(str(archive), "abc123")
+
+
+def test_unpacking_writes_the_files_and_a_completion_marker(tmp_path):
+    bundle = make_bundle(tmp_path)
+    dest = bundle.unpack("lib/", str(tmp_path / "cache" / "lib"))
+    assert text(dest, "pkg", "__init__.py") == "VALUE = 1\n"
+    assert text(dest, "pkg", "data", "model.json") == "{}"
+    assert text(dest, ".complete") == "abc123"
+    assert bundle.jq_builds() == ["cp311-manylinux_2_26-x86_64"]
+
+
+def test_a_folder_without_its_marker_and_leftovers_are_replaced(tmp_path):
+    bundle = make_bundle(tmp_path)
+    cache = tmp_path / "cache"
+    (cache / "lib" / "pkg").mkdir(parents=True)
+    (cache / "lib" / "pkg" / "__init__.py").write_text("CORRUPT = True\n")
+    (cache / ".lib.unpacking-dead").mkdir()
+    dest = bundle.unpack("lib/", str(cache / "lib"))
+    assert text(dest, "pkg", "__init__.py") == "VALUE = 1\n"
+    assert sorted(os.listdir(cache)) == [".lib.lock", "lib"]
+
+
+def test_a_complete_folder_is_reused_untouched(tmp_path):
+    bundle = make_bundle(tmp_path)
+    dest = bundle.unpack("lib/", str(tmp_path / "cache" / "lib"))
+    marker = os.path.join(dest, "pkg", "mine")
+    with open(marker, "w"):
+        pass
+    assert bundle.unpack("lib/", dest) == dest
+    assert os.path.exists(marker)
+
+
+def test_a_world_writable_cache_folder_is_not_trusted(tmp_path):
+    bundle = make_bundle(tmp_path)
+    dest = bundle.unpack("lib/", str(tmp_path / "cache" / "lib"))
+    os.chmod(dest, 0o777)
+    assert not bridge._usable(dest)
+    bundle.unpack("lib/", dest)
+    assert bridge._usable(dest)
