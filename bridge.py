@@ -9,15 +9,21 @@ or changed is uploaded. See README.md for the whole contract.
 Modes (sub-commands; the handler command is the arguments after them, or
 HANDLER_COMMAND run with /bin/sh -c):
 
-    bootstrap [lambda] CMD...   Lambda custom runtime (AWS_LAMBDA_RUNTIME_API)
+    bootstrap [lambda] CMD...            Lambda custom runtime (AWS_LAMBDA_RUNTIME_API)
+    bootstrap run [--bucket B] [--prefix P] CMD...   one group, then exit
+    bootstrap consume CMD...             long-running SQS worker (SQS_QUEUE_URL)
+    bootstrap local --bucket-dir DIR [KEY...] [-- CMD...]   a folder is the bucket
+    bootstrap --prepare DIR              (zipapp) unpack at image build time
 
 Exit codes: 0 success, 1 failure, 2 configuration or usage error.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import hashlib
@@ -33,11 +39,12 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.parse
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -355,6 +362,12 @@ class Config:
     key_prefix_var: str = "KEY_PREFIX"
     handler_timeout: float | None = None
     transfer_concurrency: int = 16
+    bucket: str | None = None
+    key_prefix: str = ""
+    sqs_queue_url: str | None = None
+    sqs_visibility_timeout: int = 120
+    sqs_max_messages: int = 10
+    sqs_wait_seconds: int = 20
     log_level: int = logging.INFO
     log_json: bool = False
 
@@ -366,6 +379,8 @@ class Config:
         if level not in _LOG_LEVELS:
             raise ConfigError(f"AWS_LAMBDA_LOG_LEVEL: {level!r} is not one of {', '.join(_LOG_LEVELS)}")
         log_format = _text(environ, "AWS_LAMBDA_LOG_FORMAT").upper() or "TEXT"
+        bucket_var = _env_name(environ, "BUCKET_VAR", "BUCKET")
+        key_prefix_var = _env_name(environ, "KEY_PREFIX_VAR", "KEY_PREFIX")
         if log_format not in ("TEXT", "JSON"):
             raise ConfigError(f"AWS_LAMBDA_LOG_FORMAT: {log_format!r} is neither Text nor JSON")
         return cls(
@@ -376,10 +391,16 @@ class Config:
             execution_filter=_execution_filter(environ),
             target_bucket=_text(environ, "TARGET_BUCKET") or None,
             root_folder_var=_env_name(environ, "ROOT_FOLDER_VAR", "ROOT_FOLDER"),
-            bucket_var=_env_name(environ, "BUCKET_VAR", "BUCKET"),
-            key_prefix_var=_env_name(environ, "KEY_PREFIX_VAR", "KEY_PREFIX"),
+            bucket_var=bucket_var,
+            key_prefix_var=key_prefix_var,
             handler_timeout=_number(environ, "HANDLER_TIMEOUT", None, float, low=0.001),
             transfer_concurrency=_number(environ, "TRANSFER_CONCURRENCY", 16, high=1000),
+            bucket=environ.get(bucket_var) or None,
+            key_prefix=environ.get(key_prefix_var, ""),
+            sqs_queue_url=_text(environ, "SQS_QUEUE_URL") or None,
+            sqs_visibility_timeout=_number(environ, "SQS_VISIBILITY_TIMEOUT", 120, high=43200),
+            sqs_max_messages=_number(environ, "SQS_MAX_NUMBER_OF_MESSAGES", 10, high=10),
+            sqs_wait_seconds=_number(environ, "SQS_WAIT_TIME_SECONDS", 20, low=0, high=20),
             log_level=_LOG_LEVELS[level],
             log_json=log_format == "JSON",
         )
@@ -632,6 +653,66 @@ class S3Store:
         _wait(futures, bucket, "upload")
 
 
+class LocalStore:
+    """Folders standing in for buckets, so a pipeline runs with no AWS at all.
+
+    Keys are paths under a bucket's folder with `/` separators; the filter sees
+    the same object shape as on S3 (ETag is the quoted MD5 of the content).
+    Links are not objects. Every written key is remembered, because in local
+    mode the bridge itself plays S3's notifications.
+    """
+
+    def __init__(self, folders: Mapping[str, str]) -> None:
+        self.folders = dict(folders)
+        self.written: list[ObjectRef] = []
+
+    def path(self, bucket: str, key: str) -> str:
+        return os.path.join(self.folders[bucket], *key.split("/"))
+
+    def keys(self, bucket: str) -> list[str]:
+        root, found = self.folders[bucket], []
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+            for name in files:
+                path = os.path.join(folder, name)
+                if stat.S_ISREG(os.lstat(path).st_mode) and not name.endswith(".s3eb-partial"):
+                    found.append(os.path.relpath(path, root).replace(os.sep, "/"))
+        return sorted(found, key=lambda key: key.encode())
+
+    def list_objects(self, bucket: str, prefix: str) -> list[dict]:
+        return [self._object(bucket, key) for key in self.keys(bucket) if key.startswith(prefix)]
+
+    def _object(self, bucket: str, key: str) -> dict:
+        path = self.path(bucket, key)
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+        info = os.stat(path)
+        when = datetime.datetime.fromtimestamp(info.st_mtime, datetime.timezone.utc)
+        return {
+            "Key": key,
+            "LastModified": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "ETag": f'"{digest.hexdigest()}"',
+            "Size": info.st_size,
+            "StorageClass": "STANDARD",
+        }
+
+    def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> None:
+        for obj, path in items:
+            shutil.copyfile(self.path(bucket, obj["Key"]), path)
+
+    def upload(self, bucket: str, items: Sequence[tuple[str, str]]) -> None:
+        """Copy outputs in; each appears whole (rename), as an S3 object would."""
+        for source, key in items:
+            target = self.path(bucket, key)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            partial = f"{target}.s3eb-partial"
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+            self.written.append(ObjectRef(bucket, key))
+
+
 class _KnownSize:
     """s3transfer subscriber that hands over the size the listing already gave."""
 
@@ -736,29 +817,48 @@ def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[s
 KILL_GRACE_SECONDS = 3.0
 
 
-def run_handler(command: Sequence[str], env: Mapping[str, str], timeout: float | None) -> int:
-    """Run the handler in its own process group; return its exit status.
+class HandlerRunner:
+    """Runs the handler in its own process group, one at a time.
 
-    A negative status is the signal that ended it. On timeout the whole group
-    gets SIGTERM, then SIGKILL after a grace period, and GroupError is raised.
-    Whatever the handler left running in its group is killed when it ends.
+    It remembers the running group so a worker that is asked to stop can end
+    it (`terminate`) instead of waiting for it without bound.
     """
-    try:
-        process = subprocess.Popen(list(command), env=dict(env), start_new_session=True)
-    except OSError as exc:
-        raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _signal_group(process.pid, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pgid: int | None = None
+
+    def __call__(self, command: Sequence[str], env: Mapping[str, str], timeout: float | None) -> int:
+        """Return the handler's exit status (negative: the signal that ended it).
+
+        On timeout the whole group gets SIGTERM, then SIGKILL after a grace
+        period, and GroupError is raised. Whatever the handler left running
+        in its group is killed when it ends.
+        """
         try:
-            process.wait(timeout=KILL_GRACE_SECONDS)
+            process = subprocess.Popen(list(command), env=dict(env), start_new_session=True)
+        except OSError as exc:
+            raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
+        self.pgid = process.pid
+        try:
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=KILL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGKILL)
+                process.wait()
+            raise GroupError(f"handler timed out after {timeout:.1f}s") from None
+        finally:
+            self.pgid = None
             _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
-        raise GroupError(f"handler timed out after {timeout:.1f}s") from None
-    finally:
-        _signal_group(process.pid, signal.SIGKILL)
+
+    def terminate(self) -> None:
+        """SIGTERM to the running handler's group, SIGKILL after the grace period."""
+        pgid = self.pgid
+        if pgid is not None:
+            _signal_group(pgid, signal.SIGTERM)
+            threading.Timer(KILL_GRACE_SECONDS, _signal_group, (pgid, signal.SIGKILL)).start()
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -843,8 +943,8 @@ class Bridge:
     config: Config
     store: Any
     environ: Mapping[str, str]
-    run: Callable[[Sequence[str], Mapping[str, str], float | None], int] = run_handler
-    reports: list[GroupReport] = field(default_factory=list)
+    run: HandlerRunner = field(default_factory=HandlerRunner)
+    stopping: bool = False
 
     def process(self, group: Group, deadline: float | None = None) -> GroupReport:
         """Run one group through every step; failures are caught and reported."""
@@ -945,8 +1045,11 @@ class Bridge:
                 log.error("message %s cannot be read: %s", message.id or "(direct)", message.error)
                 failed.append(message.id)
         for group in group_messages(messages, self.config):
-            if not self.process(group, deadline).ok:
-                failed.extend(i for i in group.sources if i not in failed)
+            if self.stopping:
+                log.warning("group %s not started: shutting down", group)
+            elif self.process(group, deadline).ok:
+                continue
+            failed.extend(i for i in group.sources if i not in failed)
         return failed
 
 
@@ -1098,35 +1201,387 @@ def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ
 
 
 ###############################################################################
+# Transport: one-shot run, SQS worker, shutdown
+###############################################################################
+
+
+def run_once(bridge: Bridge, bucket: str, prefix: str) -> int:
+    """`run`: one group, exit status 0 on success or skip, 1 on failure."""
+    return 0 if bridge.process(Group(bucket, prefix, ("run",))).ok else 1
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler to leave an idle wait at once.
+
+    A BaseException, like KeyboardInterrupt, so no `except Exception` on the
+    way (ours or botocore's) mistakes it for a failure to retry.
+    """
+
+
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+class Shutdown:
+    """SIGTERM/SIGINT: take no new work; the running group gets a bounded grace.
+
+    Idle (waiting for messages or files), the process leaves at once. Busy,
+    the running handler may finish for SHUTDOWN_GRACE_SECONDS, then it is
+    terminated, its group fails, and its messages are not acknowledged.
+    """
+
+    def __init__(self, bridges: Sequence[Bridge]) -> None:
+        self.bridges = bridges
+        self.busy = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    @property
+    def requested(self) -> bool:
+        return self.bridges[0].stopping
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """Mark a stretch of work a signal must not cut short."""
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        for bridge in self.bridges:
+            bridge.stopping = True
+        if not self.busy:
+            raise _Stop
+        log.warning(
+            "signal %d: taking no new work; the running group has %.0fs to finish", signum, SHUTDOWN_GRACE_SECONDS
+        )
+        timer = threading.Timer(SHUTDOWN_GRACE_SECONDS, self._terminate)
+        timer.daemon = True
+        timer.start()
+
+    def _terminate(self) -> None:
+        for bridge in self.bridges:
+            bridge.run.terminate()
+
+
+def _batches(items: Sequence[Any], size: int = 10) -> Iterable[Sequence[Any]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+class _Heartbeat:
+    """Keeps received messages invisible while their work runs.
+
+    Every third of the visibility timeout it extends every message still in
+    hand, so a job longer than the timeout is not delivered to another worker.
+    """
+
+    def __init__(self, sqs: Any, queue_url: str, handles: Sequence[str], visibility: int) -> None:
+        self.sqs, self.queue_url, self.handles, self.visibility = sqs, queue_url, handles, visibility
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        while not self.done.wait(max(1.0, self.visibility / 3)):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": self.visibility}
+                for i, h in enumerate(self.handles)
+            ]
+            for batch in _batches(entries):
+                try:
+                    answer = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=list(batch))
+                except Exception as exc:  # a missed beat is retried at the next one
+                    log.warning("could not extend message visibility: %s", exc)
+                    continue
+                for failure in answer.get("Failed", []):
+                    log.warning("could not extend visibility of entry %s: %s", failure["Id"], failure.get("Message"))
+
+
+def delete_messages(sqs: Any, queue_url: str, handles: Mapping[str, str]) -> list[str]:
+    """Delete acknowledged messages in batches of 10; return the ids SQS kept.
+
+    A message whose delete failed is delivered again later: at least once.
+    """
+    kept = []
+    ids = list(handles)
+    for batch in _batches(ids):
+        entries = [{"Id": str(n), "ReceiptHandle": handles[message_id]} for n, message_id in enumerate(batch)]
+        try:
+            failures = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+        except Exception as exc:  # the messages come back after their visibility timeout
+            log.error("deleting %d messages failed: %s", len(batch), exc)
+            kept.extend(batch)
+            continue
+        for failure in failures:
+            message_id = batch[int(failure["Id"])]
+            log.error("message %s was not deleted: %s", message_id, failure.get("Message"))
+            kept.append(message_id)
+    return kept
+
+
+RECEIVE_BACKOFF_MAX_SECONDS = 60.0
+
+
+def serve_sqs(bridge: Bridge, sqs: Any, shutdown: Shutdown) -> int:
+    """`consume`: long-poll the queue and process each batch as Lambda would."""
+    config, backoff = bridge.config, 1.0
+    try:
+        shutdown.install()
+        log.info("consuming %s", config.sqs_queue_url)
+        while not shutdown.requested:
+            try:
+                answer = sqs.receive_message(
+                    QueueUrl=config.sqs_queue_url,
+                    MaxNumberOfMessages=config.sqs_max_messages,
+                    WaitTimeSeconds=config.sqs_wait_seconds,
+                    VisibilityTimeout=config.sqs_visibility_timeout,
+                )
+            except Exception as exc:  # the queue may come back: back off, then retry
+                log.warning("receiving from %s failed: %s; retrying in %.0fs", config.sqs_queue_url, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, RECEIVE_BACKOFF_MAX_SECONDS)
+                continue
+            backoff = 1.0
+            received = answer.get("Messages", [])
+            if not received:
+                continue
+            with shutdown.working():
+                _process_received(bridge, sqs, received)
+    except _Stop:
+        pass
+    log.info("stopped")
+    return 0
+
+
+def _process_received(bridge: Bridge, sqs: Any, received: Sequence[dict]) -> None:
+    config = bridge.config
+    handles = {m["MessageId"]: m["ReceiptHandle"] for m in received}
+    messages = [parse_sqs_record({"messageId": m["MessageId"], "body": m.get("Body")}) for m in received]
+    with _Heartbeat(sqs, config.sqs_queue_url, list(handles.values()), config.sqs_visibility_timeout):
+        failed = bridge.process_messages(messages)
+    delete_messages(sqs, config.sqs_queue_url, {i: h for i, h in handles.items() if i not in failed})
+
+
+def sqs_client(config: Config) -> Any:
+    import boto3.session  # see S3Store: heavy, so imported only when needed
+    import botocore.config
+
+    return boto3.session.Session().client("sqs", config=botocore.config.Config(retries={"mode": "standard"}))
+
+
+###############################################################################
+# Transport: local mode
+###############################################################################
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines, as `docker run --env-file` reads them (no quote processing)."""
+    try:
+        with open(path, encoding="utf-8") as source:
+            lines = source.read().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"--function {path}: {exc}") from None
+    values = {}
+    for number, line in enumerate(lines, 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, equals, value = line.partition("=")
+            if not equals or not _ENV_NAME.match(name.strip()):
+                raise ConfigError(f"--function {path}:{number}: expected KEY=VALUE")
+            values[name.strip()] = value
+    return values
+
+
+@dataclass
+class Tally:
+    """What one function did over a local run, for the closing summary."""
+
+    succeeded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    files_written: int = 0
+
+    def add(self, report: GroupReport) -> None:
+        if report.outcome == "skipped":
+            self.skipped += 1
+        elif report.ok:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        self.files_written += report.uploaded_files
+
+
+@dataclass
+class LocalRun:
+    """A folder as the bucket; the bridge plays S3's notifications itself.
+
+    Each event goes to every function whose MATCH_KEY matches it; outputs
+    written back into the bucket are the next round's events.
+    """
+
+    functions: Sequence[tuple[str, Bridge]]
+    store: LocalStore
+    bucket: str
+    max_rounds: int
+    rounds: int = 0
+    tallies: dict[str, Tally] = field(default_factory=dict)
+
+    def cascade(self, keys: Sequence[str]) -> None:
+        """Process the keys, then every output they cause, round after round."""
+        for _ in range(self.max_rounds):
+            if not keys:
+                return
+            self.rounds += 1
+            self.store.written.clear()
+            messages = [Message(key, (ObjectRef(self.bucket, key),)) for key in keys]
+            for name, bridge in self.functions:
+                for group in group_messages(messages, bridge.config):
+                    self.tallies.setdefault(name, Tally()).add(bridge.process(group))
+            keys = list(dict.fromkeys(ref.key for ref in self.store.written if ref.bucket == self.bucket))
+        if keys:
+            shown = ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else "")
+            raise BridgeError(f"stopped after {self.max_rounds} rounds; these keys kept triggering work: {shown}")
+
+    def watch(self, shutdown: Shutdown, interval: float) -> None:
+        """Poll the folder; a new or changed file is an event once it stops changing."""
+        done, previous = self._stats(), {}
+        try:
+            while not shutdown.requested:
+                time.sleep(interval)
+                current = self._stats()
+                ready = [k for k, v in current.items() if v != done.get(k) and v == previous.get(k)]
+                previous = current
+                if ready:
+                    with shutdown.working():
+                        self.cascade(ready)
+                    done = previous = self._stats()
+        except _Stop:
+            pass
+
+    def _stats(self) -> dict[str, tuple[int, int]]:
+        stats = {}
+        for key in self.store.keys(self.bucket):
+            info = os.stat(self.store.path(self.bucket, key))
+            stats[key] = (info.st_size, info.st_mtime_ns)
+        return stats
+
+    def summary(self) -> str:
+        rows = [("function", "succeeded", "skipped", "failed", "files written")]
+        for name, _ in self.functions:
+            tally = self.tallies.get(name, Tally())
+            rows.append((name, str(tally.succeeded), str(tally.skipped), str(tally.failed), str(tally.files_written)))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = [
+            "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            for row in rows
+        ]
+        return "\n".join([f"rounds: {self.rounds}", *lines])
+
+    @property
+    def failed(self) -> bool:
+        return any(tally.failed for tally in self.tallies.values())
+
+
+###############################################################################
 # Entry point
 ###############################################################################
 
-USAGE = "usage: bootstrap [lambda] [COMMAND ...] | bootstrap --prepare DIR"
+MODES = ("lambda", "run", "consume", "local")
+WATCH_INTERVAL_SECONDS = 1.0
+
+
+def parse_arguments(argv: Sequence[str], in_lambda: bool) -> argparse.Namespace:
+    """Sub-command, its options, and the handler command (exec form) after them.
+
+    With no sub-command, AWS_LAMBDA_RUNTIME_API set means `lambda`, so an
+    image can keep its handler in CMD. In `local`, the command follows `--`
+    because the arguments before it are keys.
+    """
+    argv = list(argv)
+    if in_lambda and (not argv or argv[0] not in (*MODES, "-h", "--help", "--prepare")):
+        argv.insert(0, "lambda")
+    command: list[str] = []
+    if argv[:1] == ["local"] and "--" in argv:
+        argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    parser = argparse.ArgumentParser(prog="bootstrap", description="Run a file-in/file-out command on S3 events.")
+    parser.add_argument("--prepare", metavar="DIR", help="zipapp only: unpack into DIR at image build time")
+    modes = parser.add_subparsers(dest="mode", metavar="MODE")
+    commands = {mode: modes.add_parser(mode) for mode in MODES}
+    commands["lambda"].description = "Lambda custom runtime (the default when AWS_LAMBDA_RUNTIME_API is set)."
+    commands["run"].description = "Process one group (bucket and prefix) and exit: 0 success or skip, 1 failure."
+    commands["run"].add_argument("--bucket", help="default: the variable named by BUCKET_VAR")
+    commands["run"].add_argument("--prefix", help="default: the variable named by KEY_PREFIX_VAR")
+    commands["consume"].description = "Long-running worker on SQS_QUEUE_URL; run many to scale out."
+    local = commands["local"]
+    local.description = "A folder stands in for the bucket; no AWS needed. The handler command follows --."
+    local.add_argument("--bucket-dir", required=True, help="the folder that is the bucket")
+    local.add_argument("--target-dir", help="write outputs here instead (they trigger nothing)")
+    local.add_argument("--function", action="append", default=[], metavar="FILE.env", help="a function (repeatable)")
+    local.add_argument("--all", action="store_true", help="every file in the bucket is an event")
+    local.add_argument("--watch", action="store_true", help="keep polling the folder for new or changed files")
+    local.add_argument("--max-rounds", type=int, default=20, help="rounds of chained events before giving up")
+    local.add_argument("keys", nargs="*", metavar="KEY", help="created-object events")
+    for mode in ("lambda", "run", "consume"):
+        commands[mode].add_argument("command", nargs=argparse.REMAINDER, help="handler command (exec form)")
+    args = parser.parse_args(argv)
+    if args.mode != "local":
+        command = [part for i, part in enumerate(getattr(args, "command", None) or []) if i or part != "--"]
+    args.command = command
+    if args.mode is None and args.prepare is None:
+        parser.error("a mode is required (or set AWS_LAMBDA_RUNTIME_API)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Exit status: 0 success, 1 failure, 2 configuration or usage error."""
     environ = os.environ if environ is None else environ
+    try:
+        args = parse_arguments(sys.argv[1:] if argv is None else argv, bool(environ.get("AWS_LAMBDA_RUNTIME_API")))
+    except SystemExit as exc:  # argparse has printed the usage
+        return int(exc.code or 0)
     if bundle is not None:
-        if argv[:1] == ["--prepare"]:
-            if len(argv) != 2:
-                print("usage: bootstrap --prepare DIR", file=sys.stderr)
-                return 2
-            return prepare_bundle(bundle, argv[1])
-        cache_root = environ.get(BUNDLE_CACHE_VARIABLE) or os.path.join(tempfile.gettempdir(), "s3eb-cache")
-        bundle.activate(cache_root)
-    if argv and argv[0] == "lambda":
-        argv = argv[1:]
-    elif not environ.get("AWS_LAMBDA_RUNTIME_API") or (argv and argv[0] in ("-h", "--help")):
-        print(USAGE, file=sys.stderr)
+        if args.prepare:
+            return prepare_bundle(bundle, args.prepare)
+        bundle.activate(environ.get(BUNDLE_CACHE_VARIABLE) or os.path.join(tempfile.gettempdir(), "s3eb-cache"))
+    elif args.prepare:
+        print("--prepare only applies to the zipapp (dist/bootstrap)", file=sys.stderr)
         return 2
+    if args.mode == "lambda":
+        return main_lambda(args, environ)
+    try:
+        if args.mode == "local":
+            return main_local(args, environ)
+        config = Config.from_env(environ, args.command)
+        setup_logging(config)
+        remove_stale_work_folders()
+        if args.mode == "run":
+            return main_run(args, config, environ)
+        return main_consume(config, environ)
+    except ConfigError as exc:
+        print(f"s3-event-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except BridgeError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def main_lambda(args: argparse.Namespace, environ: Any) -> int:
     try:
         api = RuntimeApi(environ.get("AWS_LAMBDA_RUNTIME_API", ""))
     except ConfigError as exc:
         print(f"s3-event-bridge: {exc}", file=sys.stderr)
         return 2
     try:
-        config = Config.from_env(environ, argv)
+        config = Config.from_env(environ, args.command)
     except ConfigError as exc:
         print(f"s3-event-bridge: configuration error: {exc}", file=sys.stderr)
         api.init_error(exc)
@@ -1144,6 +1599,64 @@ def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle 
     except RuntimeApiError as exc:
         log.error("stopping: %s", exc)
         return 1
+
+
+def main_run(args: argparse.Namespace, config: Config, environ: Any) -> int:
+    bucket = args.bucket or config.bucket
+    if not bucket:
+        raise ConfigError(f"run: no bucket (give --bucket or set {config.bucket_var})")
+    prefix = config.key_prefix if args.prefix is None else args.prefix
+    return run_once(Bridge(config, S3Store(config.transfer_concurrency), environ), bucket, prefix)
+
+
+def main_consume(config: Config, environ: Any) -> int:
+    if not config.sqs_queue_url:
+        raise ConfigError("SQS_QUEUE_URL: consume needs the queue to read from")
+    bridge = Bridge(config, S3Store(config.transfer_concurrency), environ)
+    sqs = sqs_client(config)
+    return serve_sqs(bridge, sqs, Shutdown([bridge]))
+
+
+def main_local(args: argparse.Namespace, environ: Any) -> int:
+    bucket_dir = os.path.abspath(args.bucket_dir)
+    if not os.path.isdir(bucket_dir):
+        raise ConfigError(f"--bucket-dir: {args.bucket_dir} is not a folder")
+    bucket = os.path.basename(bucket_dir) or "bucket"
+    folders = {bucket: bucket_dir}
+    target = None
+    if args.target_dir:
+        target = f"{bucket}-target"
+        folders[target] = os.path.abspath(args.target_dir)
+        os.makedirs(folders[target], exist_ok=True)
+    store = LocalStore(folders)
+    sources = [(os.path.basename(f), {**environ, **read_env_file(f)}) for f in args.function] or [("handler", environ)]
+    functions = []
+    for name, env in sources:
+        config = dataclasses.replace(Config.from_env(env, args.command), target_bucket=target)
+        functions.append((name, Bridge(config, store, env)))
+    setup_logging(functions[0][1].config)
+    keys = store.keys(bucket) if args.all else args.keys
+    missing = [key for key in keys if not os.path.isfile(store.path(bucket, key))]
+    if missing:
+        raise ConfigError(f"no such key in {bucket_dir}: {', '.join(missing)}")
+    remove_stale_work_folders()
+    run = LocalRun(functions, store, bucket, args.max_rounds)
+    shutdown = Shutdown([bridge for _, bridge in functions])
+    runaway = False
+    try:
+        shutdown.install()
+        with shutdown.working():
+            run.cascade(keys)
+        if args.watch:
+            log.info("watching %s", bucket_dir)
+            run.watch(shutdown, WATCH_INTERVAL_SECONDS)
+    except _Stop:
+        pass
+    except BridgeError as exc:
+        log.error("%s", exc)
+        runaway = True
+    print(run.summary())
+    return 1 if runaway or run.failed else 0
 
 
 if __name__ == "__main__":
