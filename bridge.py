@@ -542,7 +542,12 @@ def parse_body(body: Any) -> list[ObjectRef]:
 
 def is_sqs_batch(payload: Any) -> bool:
     records = payload.get("Records") if isinstance(payload, dict) else None
-    return bool(records) and isinstance(records[0], dict) and records[0].get("eventSource") == "aws:sqs"
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and isinstance(records[0], dict)
+        and records[0].get("eventSource") == "aws:sqs"
+    )
 
 
 def parse_sqs_record(record: Any) -> Message:

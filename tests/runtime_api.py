@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,7 @@ class RuntimeApiServer:
         self.results: queue.Queue = queue.Queue()
         self.init_errors: list[dict] = []
         self.next_requests = 0
+        self.drop_posts = 0  # the next N invocation results are read, then the connection is cut
         self.first_next_at: float | None = None  # time.perf_counter() of the first GET .../next
         self.last_result_at: float | None = None  # and of the latest response or error
         owner = self
@@ -63,6 +65,11 @@ class RuntimeApiServer:
                     )
                     return self._reply(202)
                 parts = self.path[len(PREFIX) :].split("/")
+                if owner.drop_posts > 0:
+                    owner.drop_posts -= 1
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return None
                 if len(parts) == 4 and parts[1] == "invocation" and parts[3] in ("response", "error"):
                     error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
                     owner.results.put((parts[2], parts[3], body, error_type))

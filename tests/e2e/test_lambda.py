@@ -104,3 +104,23 @@ def test_the_deadline_an_emulator_sends_is_ignored_not_obeyed(emulator, start_fu
 def _summaries(output):
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     return [line for line in lines if "outcome" in line] or None
+
+
+def test_a_response_post_cut_once_is_retried_on_a_new_connection(runtime_api, start_function, s3, bucket):
+    put(s3, bucket, "cut/input.txt")
+    function = start_function(runtime_api.address, ["true"])
+    runtime_api.drop_posts = 1
+    assert runtime_api.invoke("r1", s3_event(bucket, "cut/input.txt"))[:2] == ("r1", "response")
+    assert runtime_api.invoke("r2", s3_event(bucket, "cut/input.txt"))[:2] == ("r2", "response")
+    assert function.process.poll() is None
+
+
+def test_a_runtime_api_that_keeps_failing_ends_the_process_so_lambda_restarts_it(
+    runtime_api, start_function, s3, bucket
+):
+    put(s3, bucket, "gone/input.txt")
+    function = start_function(runtime_api.address, ["true"])
+    runtime_api.drop_posts = 2
+    runtime_api.pending.put(("r1", s3_event(bucket, "gone/input.txt"), {}))
+    assert function.process.wait(30) == 1
+    assert "POST /invocation/r1/response failed" in function.output()
