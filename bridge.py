@@ -20,8 +20,8 @@ Exit codes: 0 success, 1 failure, 2 configuration or usage error.
 
 from __future__ import annotations
 
-import argparse
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 import traceback
+import types
 import urllib.parse
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -110,10 +111,18 @@ class Bundle:
     build_id: str
 
     def activate(self, cache_root: str) -> str:
+        """Make the bundled packages importable; return the folder of botocore's files.
+
+        The archive holds bytecode compiled at build time for each CPython the
+        build had (`pyc/cp3XY/`, put on sys.path by __main__.py): then this
+        very module came from there, and only the files botocore opens are
+        unpacked. Any other interpreter gets the sources unpacked (`lib/`).
+        """
         home = os.path.join(cache_root, self.build_id)
-        sys.path.insert(0, self.unpack("lib/", os.path.join(home, "lib")))
+        if not __file__.endswith(".pyc"):
+            sys.path.insert(0, self.unpack("lib/", os.path.join(home, "lib")))
         sys.meta_path.insert(0, _BundledJqFinder(self, home))
-        return home
+        return self.unpack("files/", os.path.join(home, "files"))
 
     def unpack(self, member_prefix: str, dest: str) -> str:
         """Unpack members into dest once, safely when processes race to do it.
@@ -231,8 +240,9 @@ def prepare_bundle(bundle: Bundle, cache_root: str) -> int:
     """Unpack and byte-compile at image build time, so a cold start unpacks nothing."""
     import compileall
 
-    home = bundle.activate(os.path.abspath(cache_root))
-    compileall.compile_dir(os.path.join(home, "lib"), quiet=1, workers=0)
+    home = os.path.dirname(bundle.activate(os.path.abspath(cache_root)))
+    if os.path.isdir(os.path.join(home, "lib")):
+        compileall.compile_dir(os.path.join(home, "lib"), quiet=1, workers=0)
     try:
         import jq  # noqa: F401 - unpacks this interpreter's jq build into the cache
     except ImportError as exc:
@@ -620,23 +630,69 @@ def relative_path(key: str, prefix: str) -> str | None:
 ###############################################################################
 
 
-class S3Store:
-    """S3 through boto3: listing, and concurrent streaming transfers.
+def aws_session(bundle_files: str | None) -> Any:
+    """A botocore session; from the zipapp, pointed at its unpacked models and CA bundle.
 
-    One client and one transfer manager live for the whole process so their
-    connection pool is reused across invocations.
+    Set on the session, not in the environment, so a handler's own boto3
+    never sees the bridge's pruned models. A CA bundle the user configured
+    (AWS_CA_BUNDLE, profile) still wins.
+    """
+    # botocore is most of the start-up time: imported only when a mode that
+    # talks to AWS starts (local mode never does). boto3 itself is not needed:
+    # the bridge uses plain clients.
+    import botocore.session
+
+    session = botocore.session.get_session()
+    if bundle_files:
+        paths = [session.get_config_variable("data_path"), os.path.join(bundle_files, "data")]
+        session.set_config_variable("data_path", os.pathsep.join(p for p in paths if p))
+        if not session.get_config_variable("ca_bundle"):
+            session.set_config_variable("ca_bundle", os.path.join(bundle_files, "cacert.pem"))
+    return session
+
+
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+CHUNK = 1 << 20
+
+
+class S3Store:
+    """S3 through botocore: listing, and concurrent streaming transfers.
+
+    Objects under the multipart threshold move in one plain request each, on
+    a thread pool: for small objects s3transfer's machinery costs more than
+    the request itself. Larger ones use s3transfer's multipart transfers.
+    Downloads are hashed as they arrive, so inputs are never read twice. One
+    client and pool live for the whole process, so connections are reused.
     """
 
-    def __init__(self, concurrency: int) -> None:
-        # boto3 and s3transfer take most of the start-up time; they are
-        # imported only when a mode that talks to S3 actually starts.
-        import boto3.session
-        import botocore.config
-        from s3transfer.manager import TransferConfig, TransferManager
+    def __init__(self, session: Any, concurrency: int) -> None:
+        import botocore.config  # see aws_session
 
-        client_config = botocore.config.Config(max_pool_connections=concurrency, retries={"mode": "standard"})
-        self.client = boto3.session.Session().client("s3", config=client_config)
-        self.manager = TransferManager(self.client, TransferConfig(max_request_concurrency=concurrency))
+        # Client-side parameter validation costs ~10% of a small request's CPU;
+        # the bridge builds every request itself, and S3 validates them anyway.
+        config = botocore.config.Config(
+            max_pool_connections=concurrency, retries={"mode": "standard"}, parameter_validation=False
+        )
+        self.client = session.create_client("s3", config=config)
+        self.concurrency = concurrency
+        self.pool = concurrent.futures.ThreadPoolExecutor(concurrency)
+        self._manager: Any = None
+
+    @property
+    def manager(self) -> Any:
+        """s3transfer, loaded for the first object large enough for multipart."""
+        if self._manager is None:
+            from s3transfer.manager import TransferConfig, TransferManager
+
+            # A bounded write queue (64 x 256 KiB): s3transfer's default of 1000
+            # chunks let a fast network buffer 256 MB ahead of the disk.
+            config = TransferConfig(
+                multipart_threshold=MULTIPART_THRESHOLD,
+                max_request_concurrency=self.concurrency,
+                max_io_queue_size=64,
+            )
+            self._manager = TransferManager(self.client, config)
+        return self._manager
 
     def list_objects(self, bucket: str, prefix: str) -> list[dict]:
         objects = []
@@ -644,18 +700,30 @@ class S3Store:
             objects.extend(_object_shape(item) for item in page.get("Contents", ()))
         return objects
 
-    def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> None:
-        """Fetch (object, path) pairs; the listed size spares a HEAD per object."""
-        futures = [
-            (obj["Key"], self.manager.download(bucket, obj["Key"], path, subscribers=[_KnownSize(obj["Size"])]))
-            for obj, path in items
-        ]
-        _wait(futures, bucket, "download")
+    def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> list[str]:
+        """Fetch (object, path) pairs; return each file's sha256."""
+        futures = [(obj["Key"], self.pool.submit(self._download, bucket, obj, path)) for obj, path in items]
+        return _results(futures, bucket, "download")
+
+    def _download(self, bucket: str, obj: dict, path: str) -> str:
+        if obj["Size"] >= MULTIPART_THRESHOLD:
+            # The listed size spares s3transfer a HEAD request.
+            self.manager.download(bucket, obj["Key"], path, subscribers=[_KnownSize(obj["Size"])]).result()
+            return file_digest(path)
+        body = self.client.get_object(Bucket=bucket, Key=obj["Key"])["Body"]
+        return write_hashing(body.iter_chunks(CHUNK), path)
 
     def upload(self, bucket: str, items: Sequence[tuple[str, str]]) -> None:
         """Send (path, key) pairs with a guessed Content-Type."""
-        futures = [(key, self.manager.upload(path, bucket, key, extra_args=_content_type(key))) for path, key in items]
-        _wait(futures, bucket, "upload")
+        _results([(key, self.pool.submit(self._upload, bucket, path, key)) for path, key in items], bucket, "upload")
+
+    def _upload(self, bucket: str, path: str, key: str) -> None:
+        extra = _content_type(key)
+        if os.path.getsize(path) >= MULTIPART_THRESHOLD:
+            self.manager.upload(path, bucket, key, extra_args=extra).result()
+            return
+        with open(path, "rb") as body:
+            self.client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
 
 
 class LocalStore:
@@ -703,9 +771,12 @@ class LocalStore:
             "StorageClass": "STANDARD",
         }
 
-    def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> None:
+    def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> list[str]:
+        digests = []
         for obj, path in items:
-            shutil.copyfile(self.path(bucket, obj["Key"]), path)
+            with open(self.path(bucket, obj["Key"]), "rb") as source:
+                digests.append(write_hashing(iter(lambda: source.read(CHUNK), b""), path))
+        return digests
 
     def upload(self, bucket: str, items: Sequence[tuple[str, str]]) -> None:
         """Copy outputs in; each appears whole (rename), as an S3 object would."""
@@ -742,16 +813,28 @@ def _content_type(key: str) -> dict:
     return {"ContentType": guessed} if guessed else {}
 
 
-def _wait(futures: Sequence[tuple[str, Any]], bucket: str, verb: str) -> None:
-    """Wait for every transfer; report the first failure by its s3:// name."""
-    failure = None
+def _results(futures: Sequence[tuple[str, Any]], bucket: str, verb: str) -> list[Any]:
+    """Wait for every transfer, so none still writes once the group ends;
+    report the first failure by its s3:// name."""
+    results, failure = [], None
     for key, future in futures:
         try:
-            future.result()
+            results.append(future.result())
         except Exception as exc:  # any transfer error fails the group the same way
             failure = failure or GroupError(f"{verb} of s3://{bucket}/{key} failed: {exc}")
     if failure:
         raise failure
+    return results
+
+
+def write_hashing(chunks: Iterable[bytes], path: str) -> str:
+    """Write a stream to a file, returning its sha256: one pass over the bytes."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as target:
+        for chunk in chunks:
+            target.write(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 ###############################################################################
@@ -976,8 +1059,7 @@ class Bridge:
         if verdict is False:
             report.outcome = "skipped"
             return
-        self._pull(group, objects, root, report)
-        before = snapshot(root)
+        before = self._pull(group, objects, root, report)
         env = {
             **self.environ,
             config.root_folder_var: root,
@@ -1000,9 +1082,10 @@ class Bridge:
         report.uploaded_files = len(items)
         report.outcome = "succeeded"
 
-    def _pull(self, group: Group, objects: list[dict], root: str, report: GroupReport) -> None:
+    def _pull(self, group: Group, objects: list[dict], root: str, report: GroupReport) -> dict[str, str]:
+        """Pull the matching objects; return the snapshot of what was pulled."""
         patterns = self.config.pull_match_keys
-        items = []
+        items, relatives = [], []
         for obj in objects:
             key = obj["Key"]
             if patterns and not any(p.search(key) for p in patterns):
@@ -1018,11 +1101,13 @@ class Bridge:
                 continue
             os.makedirs(os.path.dirname(path), exist_ok=True)
             items.append((obj, path))
+            relatives.append(relative)
         needed, free = sum(obj["Size"] for obj, _ in items), shutil.disk_usage(root).free
         if needed > free:
             raise GroupError(f"{group} needs {needed} bytes but {root} has {free} bytes free")
-        self.store.download(group.bucket, items)
+        digests = self.store.download(group.bucket, items)
         report.pulled_files, report.pulled_bytes = len(items), needed
+        return dict(zip(relatives, digests))
 
     def _log(self, report: GroupReport) -> None:
         fields = {
@@ -1377,11 +1462,10 @@ def _process_received(bridge: Bridge, sqs: Any, received: Sequence[dict]) -> Non
     delete_messages(sqs, config.sqs_queue_url, {i: h for i, h in handles.items() if i not in failed})
 
 
-def sqs_client(config: Config) -> Any:
-    import boto3.session  # see S3Store: heavy, so imported only when needed
-    import botocore.config
+def sqs_client(session: Any) -> Any:
+    import botocore.config  # see aws_session
 
-    return boto3.session.Session().client("sqs", config=botocore.config.Config(retries={"mode": "standard"}))
+    return session.create_client("sqs", config=botocore.config.Config(retries={"mode": "standard"}))
 
 
 ###############################################################################
@@ -1504,16 +1588,19 @@ MODES = ("lambda", "run", "consume", "local")
 WATCH_INTERVAL_SECONDS = 1.0
 
 
-def parse_arguments(argv: Sequence[str], in_lambda: bool) -> argparse.Namespace:
+def parse_arguments(argv: Sequence[str], in_lambda: bool) -> Any:
     """Sub-command, its options, and the handler command (exec form) after them.
 
     With no sub-command, AWS_LAMBDA_RUNTIME_API set means `lambda`, so an
-    image can keep its handler in CMD. In `local`, the command follows `--`
-    because the arguments before it are keys.
+    image can keep its handler in CMD; that path has nothing to parse, and
+    leaving argparse unloaded keeps it off every cold start. In `local`, the
+    command follows `--` because the arguments before it are keys.
     """
     argv = list(argv)
     if in_lambda and (not argv or argv[0] not in (*MODES, "-h", "--help", "--prepare")):
-        argv.insert(0, "lambda")
+        return types.SimpleNamespace(mode="lambda", command=argv, prepare=None)
+    import argparse
+
     command: list[str] = []
     if argv[:1] == ["local"] and "--" in argv:
         argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
@@ -1553,15 +1640,16 @@ def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle 
         args = parse_arguments(sys.argv[1:] if argv is None else argv, bool(environ.get("AWS_LAMBDA_RUNTIME_API")))
     except SystemExit as exc:  # argparse has printed the usage
         return int(exc.code or 0)
+    files = None
     if bundle is not None:
         if args.prepare:
             return prepare_bundle(bundle, args.prepare)
-        bundle.activate(environ.get(BUNDLE_CACHE_VARIABLE) or os.path.join(tempfile.gettempdir(), "s3eb-cache"))
+        files = bundle.activate(environ.get(BUNDLE_CACHE_VARIABLE) or os.path.join(tempfile.gettempdir(), "s3eb-cache"))
     elif args.prepare:
         print("--prepare only applies to the zipapp (dist/bootstrap)", file=sys.stderr)
         return 2
     if args.mode == "lambda":
-        return main_lambda(args, environ)
+        return main_lambda(args, environ, files)
     try:
         if args.mode == "local":
             return main_local(args, environ)
@@ -1569,8 +1657,8 @@ def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle 
         setup_logging(config)
         remove_stale_work_folders()
         if args.mode == "run":
-            return main_run(args, config, environ)
-        return main_consume(config, environ)
+            return main_run(args, config, environ, aws_session(files))
+        return main_consume(config, environ, aws_session(files))
     except ConfigError as exc:
         print(f"s3-event-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -1579,7 +1667,7 @@ def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle 
         return 1
 
 
-def main_lambda(args: argparse.Namespace, environ: Any) -> int:
+def main_lambda(args: Any, environ: Any, files: str | None) -> int:
     try:
         api = RuntimeApi(environ.get("AWS_LAMBDA_RUNTIME_API", ""))
     except ConfigError as exc:
@@ -1594,7 +1682,7 @@ def main_lambda(args: argparse.Namespace, environ: Any) -> int:
     formatter = setup_logging(config)
     try:
         remove_stale_work_folders()
-        bridge = Bridge(config, S3Store(config.transfer_concurrency), environ)
+        bridge = Bridge(config, S3Store(aws_session(files), config.transfer_concurrency), environ)
     except Exception as exc:  # any start-up failure is an init error for Lambda
         log.exception("start-up failed")
         api.init_error(exc)
@@ -1606,23 +1694,23 @@ def main_lambda(args: argparse.Namespace, environ: Any) -> int:
         return 1
 
 
-def main_run(args: argparse.Namespace, config: Config, environ: Any) -> int:
+def main_run(args: Any, config: Config, environ: Any, session: Any) -> int:
     bucket = args.bucket or config.bucket
     if not bucket:
         raise ConfigError(f"run: no bucket (give --bucket or set {config.bucket_var})")
     prefix = config.key_prefix if args.prefix is None else args.prefix
-    return run_once(Bridge(config, S3Store(config.transfer_concurrency), environ), bucket, prefix)
+    return run_once(Bridge(config, S3Store(session, config.transfer_concurrency), environ), bucket, prefix)
 
 
-def main_consume(config: Config, environ: Any) -> int:
+def main_consume(config: Config, environ: Any, session: Any) -> int:
     if not config.sqs_queue_url:
         raise ConfigError("SQS_QUEUE_URL: consume needs the queue to read from")
-    bridge = Bridge(config, S3Store(config.transfer_concurrency), environ)
-    sqs = sqs_client(config)
+    bridge = Bridge(config, S3Store(session, config.transfer_concurrency), environ)
+    sqs = sqs_client(session)
     return serve_sqs(bridge, sqs, Shutdown([bridge]))
 
 
-def main_local(args: argparse.Namespace, environ: Any) -> int:
+def main_local(args: Any, environ: Any) -> int:
     bucket_dir = os.path.abspath(args.bucket_dir)
     if not os.path.isdir(bucket_dir):
         raise ConfigError(f"--bucket-dir: {args.bucket_dir} is not a folder")

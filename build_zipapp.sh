@@ -13,6 +13,7 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 exec "$PYTHON" - "$@" <<'PY'
 import concurrent.futures
+import glob
 import hashlib
 import io
 import os
@@ -41,9 +42,15 @@ MAIN = '''\
 import os
 import sys
 
-import bridge
+ARCHIVE = os.path.dirname(os.path.abspath(__file__))
+# Bytecode compiled at build time for this interpreter, where the build had it:
+# imported straight from the archive. Otherwise bridge.py at the top is used.
+sys.path.insert(0, os.path.join(ARCHIVE, "pyc", "cp%d%d" % sys.version_info[:2]))
 
-sys.exit(bridge.main(bundle=bridge.Bundle(os.path.dirname(os.path.abspath(__file__)), "{build_id}")))
+import bridge  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(bridge.main(bundle=bridge.Bundle(ARCHIVE, "{build_id}")))
 '''
 
 
@@ -102,11 +109,11 @@ def fetch_wheels(pins):
 
 
 def keep(name):
-    """Prune botocore's and boto3's data to the services used; drop caches."""
+    """Prune botocore's data to the services used; drop boto3's resource models and caches."""
     parts = name.split("/")
-    if "__pycache__" in parts or name.endswith(".pyc"):
+    if "__pycache__" in parts or name.endswith(".pyc") or parts[:2] == ["boto3", "data"]:
         return False
-    if parts[:2] in (["botocore", "data"], ["boto3", "data"]) and len(parts) > 3:
+    if parts[:2] == ["botocore", "data"] and len(parts) > 3:
         return parts[2] in SERVICES
     return True
 
@@ -135,9 +142,65 @@ def stage(wheels):
                     base = os.path.basename(name)
                     if name.endswith(".so") or base == "LICENSE":
                         files[f"jq/{jq_folder(wheel)}/{base}"] = z.read(info)
+                elif name.startswith("botocore/data/"):
+                    files["files/data/" + name[len("botocore/data/") :]] = z.read(info)
+                elif name == "botocore/cacert.pem":
+                    files["files/cacert.pem"] = z.read(info)
                 else:
                     files["lib/" + name] = z.read(info)
     return files
+
+
+COMPILE = """
+import os, py_compile, sys
+source, target = sys.argv[1], sys.argv[2]
+for folder, _, names in os.walk(source):
+    for name in names:
+        if name.endswith(".py"):
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, source)
+            py_compile.compile(path, cfile=os.path.join(target, relative[:-3] + ".pyc"), dfile=relative, doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+"""
+
+
+def interpreters():
+    """minor version -> a CPython 3.9+ of this machine (pyenv's, then PATH's)."""
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found = {}
+    for minor in range(9, 20):
+        for candidate in [*sorted(glob.glob(f"{pyenv}/versions/3.{minor}.*/bin/python3.{minor}")), shutil.which(f"python3.{minor}")]:
+            probe = subprocess.run([candidate or "false", "-c", "import sys; print(sys.version_info[1])"], capture_output=True, text=True)
+            if probe.returncode == 0 and probe.stdout.strip() == str(minor):
+                found[minor] = candidate
+                break
+    return found
+
+
+def compile_trees(files):
+    """pyc/cp3XY/: sourceless, hash-stamped bytecode of every module, per interpreter.
+
+    zipimport loads these straight from the archive: the interpreters the build
+    had start without unpacking or compiling any code.
+    """
+    with tempfile.TemporaryDirectory() as work:
+        source = os.path.join(work, "src")
+        for name, data in files.items():
+            if name == "bridge.py" or (name.startswith("lib/") and name.endswith(".py")):
+                path = os.path.join(source, name[4:] if name.startswith("lib/") else name)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(data)
+        for minor, python in sorted(interpreters().items()):
+            target = os.path.join(work, f"cp3{minor}")
+            # A fixed hash seed: frozenset constants are marshalled in hash order.
+            env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"}
+            subprocess.run([python, "-s", "-c", COMPILE, source, target], check=True, env=env)
+            for folder, _, names in os.walk(target):
+                for name in names:
+                    path = os.path.join(folder, name)
+                    with open(path, "rb") as f:
+                        files[f"pyc/cp3{minor}/" + os.path.relpath(path, target)] = f.read()
 
 
 def build_id(files):
@@ -163,6 +226,7 @@ def write(files, output):
 
 pins = requirements()
 files = stage(fetch_wheels(pins))
+compile_trees(files)
 identity = build_id(files)
 files["__main__.py"] = MAIN.format(build_id=identity).encode()
 write(files, OUTPUT)

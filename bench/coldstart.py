@@ -9,7 +9,7 @@ For each case, N runs, median and ratio to the floor:
 The zipapp runs with an empty cache (fresh folder each run) and with a cache
 prepared by `bootstrap --prepare`; bridge.py runs from the venv as a reference.
 
-Usage: python bench/coldstart.py --endpoint URL [--runs N] [--zipapp dist/bootstrap]
+Usage: python bench/coldstart.py --endpoint URL [--runs N] [--zipapp dist/bootstrap] (bench/run.py runs it too)
 """
 
 from __future__ import annotations
@@ -64,51 +64,69 @@ def table(rows: list[tuple[str, list[float], list[float] | None]], floor_median:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--endpoint", required=True, help="S3 endpoint URL holding the benchmark bucket")
-    parser.add_argument("--bucket", required=True)
-    parser.add_argument("--key", default="cold/input.txt")
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--zipapp", default=str(ROOT / "dist" / "bootstrap"))
-    parser.add_argument("--python", default=sys.executable, help="interpreter for every case")
-    args = parser.parse_args()
-    env = {
-        "PATH": os.environ["PATH"],
-        **CREDENTIALS,
-        "AWS_ENDPOINT_URL": args.endpoint,
-        "AWS_LAMBDA_FUNCTION_NAME": "f",
-    }
+def wait_for_bucket(client, bucket: str) -> None:
+    """Create the bucket, retrying while a just-started server warms up."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.create_bucket(Bucket=bucket)
+            return
+        except Exception as exc:
+            if "BucketAlreadyOwnedByYou" in str(exc) or "BucketAlreadyExists" in str(exc):
+                return
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def measure(endpoint: str, bucket: str, zipapp_path: str, runs: int = 7, python: str = sys.executable) -> str:
+    """The cold-start table, every case interleaved run by run."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint).put_object(Bucket=bucket, Key="cold/input.txt", Body=b"x")
+    env = {"PATH": os.environ["PATH"], **CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_LAMBDA_FUNCTION_NAME": "f"}
     event = {
         "Records": [
-            {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": args.bucket}, "object": {"key": args.key}}}
+            {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": "cold/input.txt"}}}
         ]
     }
     work = Path(tempfile.mkdtemp(prefix="coldstart-"))
-    shutil.copy2(args.zipapp, work / "bootstrap")
-    zipapp = [args.python, "-I", "-S", str(work / "bootstrap"), "true"]
+    shutil.copy2(zipapp_path, work / "bootstrap")
+    zipapp = [python, "-I", "-S", str(work / "bootstrap"), "true"]
     subprocess.run(
-        [args.python, str(work / "bootstrap"), "--prepare", str(work / "prepared")], check=True, capture_output=True
+        [python, str(work / "bootstrap"), "--prepare", str(work / "prepared")], check=True, capture_output=True
     )
     cases = {
         "zipapp, empty cache": lambda i: (zipapp, {"S3_EVENT_BRIDGE_CACHE": str(work / f"empty-{i}")}),
         "zipapp, prepared cache": lambda i: (zipapp, {"S3_EVENT_BRIDGE_CACHE": str(work / "prepared")}),
-        "bridge.py (venv install)": lambda i: ([args.python, str(ROOT / "bridge.py"), "true"], {}),
+        "bridge.py (venv install)": lambda i: ([python, str(ROOT / "bridge.py"), "true"], {}),
     }
     floors, results = [], {name: ([], []) for name in cases}
-    for i in range(args.runs):  # interleaved, so machine noise hits every case alike
-        floors.append(floor(args.python, env))
+    for i in range(runs):  # interleaved, so machine noise hits every case alike
+        floors.append(floor(python, env))
         for name, case in cases.items():
             command, extra = case(i)
             init, response = bridge_start(command, {**env, **extra}, event)
             results[name][0].append(init)
             results[name][1].append(response)
-    floor_median = statistics.median(floors)
-    size = os.path.getsize(args.zipapp) / 1e6
-    print(f"zipapp: {size:.1f} MB; {args.runs} runs each, medians; python {sys.version.split()[0]}")
-    print(f"floor (python -c import botocore.session + create S3 client): {floor_median * 1000:.0f} ms\n")
-    print(table([(name, init, response) for name, (init, response) in results.items()], floor_median))
     shutil.rmtree(work, ignore_errors=True)
+    floor_median = statistics.median(floors)
+    heading = f"floor (python -c: import botocore.session, create the S3 client): {floor_median * 1000:.0f} ms"
+    heading += f", {runs} runs\n\n"
+    return heading + table([(name, init, response) for name, (init, response) in results.items()], floor_median)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--endpoint", required=True, help="S3 endpoint URL")
+    parser.add_argument("--bucket", default="coldstart")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--zipapp", default=str(ROOT / "dist" / "bootstrap"))
+    args = parser.parse_args()
+    import boto3
+
+    wait_for_bucket(boto3.client("s3", endpoint_url=args.endpoint), args.bucket)
+    print(measure(args.endpoint, args.bucket, args.zipapp, args.runs))
 
 
 if __name__ == "__main__":

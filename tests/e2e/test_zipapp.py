@@ -119,6 +119,32 @@ def test_a_filter_on_an_interpreter_without_a_jq_build_is_an_init_error_listing_
     assert "cp39-musllinux_1_2-aarch64" in message and this[3:] not in message
 
 
+def test_an_interpreter_without_a_bytecode_tree_unpacks_and_runs_the_sources(copy, aws_env, s3, bucket, tmp_path):
+    this = f"pyc/cp{sys.version_info[0]}{sys.version_info[1]}/"
+    without = tmp_path / "without-pyc"
+    with zipfile.ZipFile(copy) as source, zipfile.ZipFile(without, "w") as target:
+        for info in source.infolist():
+            if not info.filename.startswith(this):
+                target.writestr(info, source.read(info))
+    put(s3, bucket, "src/input.txt", "abc")
+    api = RuntimeApiServer()
+    cache = tmp_path / "cache"
+    with open(tmp_path / "log", "wb") as log:
+        process = start(
+            [sys.executable, "-I", "-S", str(without), *UPPERCASE],
+            lambda_env(aws_env, api, S3_EVENT_BRIDGE_CACHE=str(cache)),
+            log,
+        )
+        try:
+            result = api.invoke("r1", s3_event(bucket, "src/input.txt"), timeout=90)
+        finally:
+            stop(process)
+            api.close()
+    assert result[1] == "response", (tmp_path / "log").read_text()
+    assert read(s3, bucket, "src/output.txt") == b"ABC"
+    assert (cache / build_id() / "lib" / "botocore" / "client.py").exists()
+
+
 def test_the_archive_holds_jq_for_every_interpreter_and_platform():
     with zipfile.ZipFile(ZIPAPP) as z:
         names = set(z.namelist())
@@ -128,9 +154,11 @@ def test_the_archive_holds_jq_for_every_interpreter_and_platform():
                 # Before 3.11, musl interpreters also named extensions *-linux-gnu.so.
                 pattern = rf"jq/cp3{minor}-{libc}-{arch}/jq\.cpython-3{minor}-{arch}-linux-(gnu|musl)\.so"
                 assert len([n for n in names if re.fullmatch(pattern, n)]) == 1, pattern
-    assert not [n for n in names if n.startswith("lib/botocore/data/ec2/")], "botocore data is pruned"
-    assert "lib/botocore/data/s3/2006-03-01/service-2.json.gz" in names
-    assert "lib/botocore/data/endpoints.json" in names and "lib/botocore/cacert.pem" in names
+    assert not [n for n in names if n.startswith("files/data/ec2/")], "botocore data is pruned"
+    assert "files/data/s3/2006-03-01/service-2.json.gz" in names
+    assert "files/data/endpoints.json" in names and "files/cacert.pem" in names
+    for minor in range(9, 15):
+        assert (f"pyc/cp3{minor}/botocore/client.pyc" in names) == (interpreter(minor) is not None), minor
 
 
 def test_the_file_starts_with_the_env_shebang_and_is_executable():
@@ -159,16 +187,16 @@ def test_four_processes_starting_at_once_share_one_unpacked_copy(copy, aws_env, 
     assert [r[1] for r in results] == ["response"] * 4, [(tmp_path / f"log{i}").read_text() for i in range(4)]
     home = cache / build_id()
     jq_folder = f"jq-cp{sys.version_info[0]}{sys.version_info[1]}-manylinux_2_26-{os.uname().machine}"
-    assert sorted(p.name for p in home.iterdir()) == sorted([".lib.lock", "lib", f".{jq_folder}.lock", jq_folder])
+    assert sorted(p.name for p in home.iterdir()) == sorted([".files.lock", "files", f".{jq_folder}.lock", jq_folder])
 
 
 def test_a_corrupted_cache_is_ignored_and_rebuilt(copy, aws_env, s3, bucket, tmp_path):
     put(s3, bucket, "c/input.txt", "abc")
     cache = tmp_path / "cache"
-    lib = cache / build_id() / "lib"
-    (lib / "botocore").mkdir(parents=True)
-    (lib / "botocore" / "__init__.py").write_text("raise ImportError('corrupted cache used')\n")
-    (cache / build_id() / ".lib.unpacking-killed").mkdir()
+    files = cache / build_id() / "files"
+    (files / "data").mkdir(parents=True)
+    (files / "data" / "endpoints.json").write_text("corrupted")
+    (cache / build_id() / ".files.unpacking-killed").mkdir()
     api = RuntimeApiServer()
     with open(tmp_path / "log", "wb") as log:
         process = start(
@@ -183,9 +211,9 @@ def test_a_corrupted_cache_is_ignored_and_rebuilt(copy, aws_env, s3, bucket, tmp
             api.close()
     assert result[1] == "response", (tmp_path / "log").read_text()
     assert read(s3, bucket, "c/output.txt") == b"ABC"
-    assert (lib / ".complete").read_text() == build_id()
-    assert "corrupted" not in (lib / "botocore" / "__init__.py").read_text()
-    assert not (cache / build_id() / ".lib.unpacking-killed").exists()
+    assert (files / ".complete").read_text() == build_id()
+    assert "corrupted" not in (files / "data" / "endpoints.json").read_text()
+    assert not (cache / build_id() / ".files.unpacking-killed").exists()
 
 
 def test_two_builds_from_the_same_inputs_are_byte_identical(tmp_path):

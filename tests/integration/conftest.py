@@ -14,7 +14,7 @@ def make_bridge(aws_env):
     def build(handler, **settings):
         environ = {**os.environ, **settings}
         config = bridge.Config.from_env(environ, handler)
-        return bridge.Bridge(config, bridge.S3Store(config.transfer_concurrency), environ)
+        return bridge.Bridge(config, bridge.S3Store(bridge.aws_session(None), config.transfer_concurrency), environ)
 
     return build
 
