@@ -667,6 +667,7 @@ class S3Store:
 
     def __init__(self, session: Any, concurrency: int) -> None:
         import botocore.config  # see aws_session
+        import botocore.handlers
 
         # Client-side parameter validation costs ~10% of a small request's CPU;
         # the bridge builds every request itself, and S3 validates them anyway.
@@ -674,6 +675,11 @@ class S3Store:
             max_pool_connections=concurrency, retries={"mode": "standard"}, parameter_validation=False
         )
         self.client = session.create_client("s3", config=config)
+        # botocore sends "Expect: 100-continue" with every file body, costing
+        # each small single-request upload a round trip; keep it for multipart
+        # parts only, where sparing a rejected 8 MiB body is worth one.
+        self.client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+        self.client.meta.events.register("before-call.s3.UploadPart", botocore.handlers.add_expect_header)
         self.concurrency = concurrency
         self.pool = concurrent.futures.ThreadPoolExecutor(concurrency)
         self._manager: Any = None
@@ -869,13 +875,13 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def snapshot(root: str) -> dict[str, str]:
-    """Map every regular file under root (posix relative path) to its sha256.
+def regular_files(root: str) -> dict[str, tuple[str, int]]:
+    """Every regular file under root: posix relative path -> (path, size).
 
     Links and special files are never followed or read: a handler may leave
     them behind, but only regular files inside the folder are outputs.
     """
-    digests = {}
+    found = {}
     for folder, dirs, files in os.walk(root):
         for name in list(dirs):
             if os.path.islink(os.path.join(folder, name)):
@@ -886,16 +892,27 @@ def snapshot(root: str) -> dict[str, str]:
         for name in files:
             path = os.path.join(folder, name)
             relative = os.path.relpath(path, root).replace(os.sep, "/")
-            if stat.S_ISREG(os.lstat(path).st_mode):
-                digests[relative] = file_digest(path)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode):
+                found[relative] = (path, info.st_size)
             else:
                 log.warning("not uploading %s: not a regular file", relative)
-    return digests
+    return found
 
 
-def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
-    """Files that are new or whose content changed, in a stable order."""
-    return sorted(path for path, digest in after.items() if before.get(path) != digest)
+def changed_files(root: str, pulled: Mapping[str, tuple[int, str]]) -> list[str]:
+    """Regular files that are new or changed since the pull, in a stable order.
+
+    `pulled` maps each pulled file to its (size, sha256). Only a pulled file
+    that kept its size is read and hashed: a new file, or one whose size
+    differs, has changed without reading a byte of it.
+    """
+    changed = []
+    for relative, (path, size) in regular_files(root).items():
+        before = pulled.get(relative)
+        if before is None or before[0] != size or before[1] != file_digest(path):
+            changed.append(relative)
+    return sorted(changed)
 
 
 ###############################################################################
@@ -1059,7 +1076,7 @@ class Bridge:
         if verdict is False:
             report.outcome = "skipped"
             return
-        before = self._pull(group, objects, root, report)
+        pulled = self._pull(group, objects, root, report)
         env = {
             **self.environ,
             config.root_folder_var: root,
@@ -1074,7 +1091,7 @@ class Bridge:
             raise GroupError(f"handler {how}")
         if os.path.islink(root) or not os.path.isdir(root):
             raise GroupError("the handler replaced the work folder; nothing uploaded")
-        changed = changed_files(before, snapshot(root))
+        changed = changed_files(root, pulled)
         target = config.target_bucket or group.bucket
         items = [(os.path.join(root, *relative.split("/")), group.prefix + relative) for relative in changed]
         report.uploaded_bytes = sum(os.lstat(path).st_size for path, _ in items)
@@ -1082,8 +1099,8 @@ class Bridge:
         report.uploaded_files = len(items)
         report.outcome = "succeeded"
 
-    def _pull(self, group: Group, objects: list[dict], root: str, report: GroupReport) -> dict[str, str]:
-        """Pull the matching objects; return the snapshot of what was pulled."""
+    def _pull(self, group: Group, objects: list[dict], root: str, report: GroupReport) -> dict[str, tuple[int, str]]:
+        """Pull the matching objects; return each pulled file's (size, sha256)."""
         patterns = self.config.pull_match_keys
         items, relatives = [], []
         for obj in objects:
@@ -1107,7 +1124,7 @@ class Bridge:
             raise GroupError(f"{group} needs {needed} bytes but {root} has {free} bytes free")
         digests = self.store.download(group.bucket, items)
         report.pulled_files, report.pulled_bytes = len(items), needed
-        return dict(zip(relatives, digests))
+        return {rel: (os.lstat(path).st_size, digest) for rel, (_, path), digest in zip(relatives, items, digests)}
 
     def _log(self, report: GroupReport) -> None:
         fields = {

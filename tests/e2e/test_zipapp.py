@@ -46,15 +46,12 @@ def build_id() -> str:
         return re.search(r'Bundle\(.*"([0-9a-f]{16})"\)', z.read("__main__.py").decode()).group(1)
 
 
-def lambda_env(aws_env, api, **settings):
-    """Only what Lambda sets, plus moto's endpoint."""
-    return {
-        "PATH": "/usr/bin:/bin",
-        "AWS_LAMBDA_RUNTIME_API": api.address,
-        "AWS_LAMBDA_FUNCTION_NAME": "f",
-        **aws_env,
-        **settings,
-    }
+def lambda_env(aws_env, api=None, **settings):
+    """Only what Lambda sets (the Runtime API address once there is a server), plus moto's endpoint."""
+    env = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_FUNCTION_NAME": "f", **aws_env, **settings}
+    if api is not None:
+        env["AWS_LAMBDA_RUNTIME_API"] = api.address
+    return env
 
 
 @pytest.fixture
@@ -79,22 +76,37 @@ def stop(process):
         process.wait()
 
 
+def invoke_once(command, env, log_path, event, api=None):
+    """Start a function, hand it one invocation, stop it; the result, or the log on failure."""
+    api = api or RuntimeApiServer()
+    with open(log_path, "wb") as log:
+        process = start(command, {**env, "AWS_LAMBDA_RUNTIME_API": api.address}, log)
+        try:
+            result = api.invoke("r1", event, timeout=90)
+        finally:
+            stop(process)
+            api.close()
+    assert result[:2] == ("r1", "response"), Path(log_path).read_text()
+    return result
+
+
+def archive_without(archive, prefix: str, target):
+    """A copy of the zipapp lacking the members under prefix."""
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(target, "w") as copy:
+        for info in source.infolist():
+            if not info.filename.startswith(prefix):
+                copy.writestr(info, source.read(info))
+    return target
+
+
 @pytest.mark.parametrize("minor", [9, 10, 11, 12, 13, 14])
 def test_a_filtered_invocation_succeeds_under_every_interpreter(minor, copy, aws_env, s3, bucket, tmp_path):
     python = interpreter(minor)
     if python is None:
         pytest.skip(f"CPython 3.{minor} is not installed on this machine")
     put(s3, bucket, "job/input.txt", "abc")
-    api = RuntimeApiServer()
-    env = lambda_env(aws_env, api, S3_EVENT_BRIDGE_CACHE=str(tmp_path / "cache"), EXECUTION_FILTER_EXPR="length == 1")
-    with open(tmp_path / "log", "wb") as log:
-        process = start([python, "-I", "-S", str(copy), *UPPERCASE], env, log)
-        try:
-            result = api.invoke("r1", s3_event(bucket, "job/input.txt"), timeout=90)
-        finally:
-            stop(process)
-            api.close()
-    assert result[:2] == ("r1", "response"), (tmp_path / "log").read_text()
+    env = lambda_env(aws_env, None, S3_EVENT_BRIDGE_CACHE=str(tmp_path / "cache"), EXECUTION_FILTER_EXPR="length == 1")
+    invoke_once([python, "-I", "-S", str(copy), *UPPERCASE], env, tmp_path / "log", s3_event(bucket, "job/input.txt"))
     assert read(s3, bucket, "job/output.txt") == b"ABC"
     jq_folders = [p.name for p in (tmp_path / "cache" / build_id()).iterdir() if p.name.startswith("jq-")]
     assert jq_folders == [f"jq-cp3{minor}-manylinux_2_26-{os.uname().machine}"]
@@ -102,11 +114,7 @@ def test_a_filtered_invocation_succeeds_under_every_interpreter(minor, copy, aws
 
 def test_a_filter_on_an_interpreter_without_a_jq_build_is_an_init_error_listing_the_builds(copy, aws_env, tmp_path):
     this = f"jq/cp{sys.version_info[0]}{sys.version_info[1]}-"
-    without = tmp_path / "without-jq"
-    with zipfile.ZipFile(copy) as source, zipfile.ZipFile(without, "w") as target:
-        for info in source.infolist():
-            if not info.filename.startswith(this):
-                target.writestr(info, source.read(info))
+    without = archive_without(copy, this, tmp_path / "without-jq")
     api = RuntimeApiServer()
     env = lambda_env(aws_env, api, S3_EVENT_BRIDGE_CACHE=str(tmp_path / "cache"), EXECUTION_FILTER_EXPR="true")
     with open(tmp_path / "log", "wb") as log:
@@ -120,27 +128,13 @@ def test_a_filter_on_an_interpreter_without_a_jq_build_is_an_init_error_listing_
 
 
 def test_an_interpreter_without_a_bytecode_tree_unpacks_and_runs_the_sources(copy, aws_env, s3, bucket, tmp_path):
-    this = f"pyc/cp{sys.version_info[0]}{sys.version_info[1]}/"
-    without = tmp_path / "without-pyc"
-    with zipfile.ZipFile(copy) as source, zipfile.ZipFile(without, "w") as target:
-        for info in source.infolist():
-            if not info.filename.startswith(this):
-                target.writestr(info, source.read(info))
+    without = archive_without(copy, f"pyc/cp{sys.version_info[0]}{sys.version_info[1]}/", tmp_path / "without-pyc")
     put(s3, bucket, "src/input.txt", "abc")
-    api = RuntimeApiServer()
     cache = tmp_path / "cache"
-    with open(tmp_path / "log", "wb") as log:
-        process = start(
-            [sys.executable, "-I", "-S", str(without), *UPPERCASE],
-            lambda_env(aws_env, api, S3_EVENT_BRIDGE_CACHE=str(cache)),
-            log,
-        )
-        try:
-            result = api.invoke("r1", s3_event(bucket, "src/input.txt"), timeout=90)
-        finally:
-            stop(process)
-            api.close()
-    assert result[1] == "response", (tmp_path / "log").read_text()
+    env = lambda_env(aws_env, None, S3_EVENT_BRIDGE_CACHE=str(cache))
+    invoke_once(
+        [sys.executable, "-I", "-S", str(without), *UPPERCASE], env, tmp_path / "log", s3_event(bucket, "src/input.txt")
+    )
     assert read(s3, bucket, "src/output.txt") == b"ABC"
     assert (cache / build_id() / "lib" / "botocore" / "client.py").exists()
 
@@ -197,19 +191,10 @@ def test_a_corrupted_cache_is_ignored_and_rebuilt(copy, aws_env, s3, bucket, tmp
     (files / "data").mkdir(parents=True)
     (files / "data" / "endpoints.json").write_text("corrupted")
     (cache / build_id() / ".files.unpacking-killed").mkdir()
-    api = RuntimeApiServer()
-    with open(tmp_path / "log", "wb") as log:
-        process = start(
-            [sys.executable, "-I", "-S", str(copy), *UPPERCASE],
-            lambda_env(aws_env, api, S3_EVENT_BRIDGE_CACHE=str(cache)),
-            log,
-        )
-        try:
-            result = api.invoke("r1", s3_event(bucket, "c/input.txt"), timeout=90)
-        finally:
-            stop(process)
-            api.close()
-    assert result[1] == "response", (tmp_path / "log").read_text()
+    env = lambda_env(aws_env, None, S3_EVENT_BRIDGE_CACHE=str(cache))
+    invoke_once(
+        [sys.executable, "-I", "-S", str(copy), *UPPERCASE], env, tmp_path / "log", s3_event(bucket, "c/input.txt")
+    )
     assert read(s3, bucket, "c/output.txt") == b"ABC"
     assert (files / ".complete").read_text() == build_id()
     assert "corrupted" not in (files / "data" / "endpoints.json").read_text()
