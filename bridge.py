@@ -660,9 +660,9 @@ class S3Store:
 
     Objects under the multipart threshold move in one plain request each, on
     a thread pool: for small objects s3transfer's machinery costs more than
-    the request itself. Larger ones use s3transfer's multipart transfers.
-    Downloads are hashed as they arrive, so inputs are never read twice. One
-    client and pool live for the whole process, so connections are reused.
+    the request itself, and they are hashed as they arrive. Larger ones use
+    s3transfer's multipart transfers (hashed once written). One client and
+    pool live for the whole process, so connections are reused.
     """
 
     def __init__(self, session: Any, concurrency: int) -> None:
@@ -683,21 +683,28 @@ class S3Store:
         self.concurrency = concurrency
         self.pool = concurrent.futures.ThreadPoolExecutor(concurrency)
         self._manager: Any = None
+        self._manager_lock = threading.Lock()
 
     @property
     def manager(self) -> Any:
-        """s3transfer, loaded for the first object large enough for multipart."""
-        if self._manager is None:
-            from s3transfer.manager import TransferConfig, TransferManager
+        """s3transfer, loaded for the first object large enough for multipart.
 
-            # A bounded write queue (64 x 256 KiB): s3transfer's default of 1000
-            # chunks let a fast network buffer 256 MB ahead of the disk.
-            config = TransferConfig(
-                multipart_threshold=MULTIPART_THRESHOLD,
-                max_request_concurrency=self.concurrency,
-                max_io_queue_size=64,
-            )
-            self._manager = TransferManager(self.client, config)
+        Pool threads may ask at once: the lock keeps it to one manager.
+        """
+        with self._manager_lock:
+            return self._manager or self._make_manager()
+
+    def _make_manager(self) -> Any:
+        from s3transfer.manager import TransferConfig, TransferManager
+
+        # A bounded write queue (64 x 256 KiB): s3transfer's default of 1000
+        # chunks let a fast network buffer 256 MB ahead of the disk.
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            max_request_concurrency=self.concurrency,
+            max_io_queue_size=64,
+        )
+        self._manager = TransferManager(self.client, config)
         return self._manager
 
     def list_objects(self, bucket: str, prefix: str) -> list[dict]:
