@@ -13,8 +13,8 @@ pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" -r tests/requirements.txt
 # cargo-lambda's ziglang dependency only serves cross-builds; the emulator needs none.
 "${pip[@]}" --no-deps cargo-lambda==1.9.2
-"$venv/bin/ruff" check --config .ci/ruff.toml .
-"$venv/bin/ruff" format --check --config .ci/ruff.toml .
+"$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check .
 PYTHON="$venv/bin/python" bash build_zipapp.sh
 # pytest exits 5 when it collects nothing; set -e turns that into a failure.
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m pytest -p no:cacheprovider -rs tests "$@"
