@@ -1134,19 +1134,8 @@ class Bridge:
         return {rel: (os.lstat(path).st_size, digest) for rel, (_, path), digest in zip(relatives, items, digests)}
 
     def _log(self, report: GroupReport) -> None:
-        fields = {
-            "bucket": report.group.bucket,
-            "prefix": report.group.prefix,
-            "listed": report.listed,
-            "filter": report.filter,
-            "pulled_files": report.pulled_files,
-            "pulled_bytes": report.pulled_bytes,
-            "exit_status": report.exit_status,
-            "handler_seconds": report.handler_seconds,
-            "uploaded_files": report.uploaded_files,
-            "uploaded_bytes": report.uploaded_bytes,
-            "outcome": report.outcome,
-        }
+        numbers = {name: value for name, value in vars(report).items() if name not in ("group", "error")}
+        fields = {"bucket": report.group.bucket, "prefix": report.group.prefix, **numbers}
         level = logging.INFO if report.ok else logging.ERROR
         reason = f": {report.error}" if report.error else ""
         log.log(level, "group %s %s%s", report.group, report.outcome, reason, extra={"fields": fields})
