@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import functools
 import hashlib
 import http.client
 import json
@@ -33,6 +34,7 @@ import logging
 import mimetypes
 import os
 import re
+import select
 import shutil
 import signal
 import stat
@@ -45,7 +47,7 @@ import traceback
 import types
 import urllib.parse
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +121,7 @@ class Bundle:
         unpacked. Any other interpreter gets the sources unpacked (`lib/`).
         """
         home = os.path.join(cache_root, self.build_id)
+        _trusted_folder(cache_root)
         if not __file__.endswith(".pyc"):
             sys.path.insert(0, self.unpack("lib/", os.path.join(home, "lib")))
         sys.meta_path.insert(0, _BundledJqFinder(self, home))
@@ -134,24 +137,36 @@ class Bundle:
         if _usable(dest):
             return dest
         parent, name = os.path.split(dest)
-        os.makedirs(parent, mode=0o755, exist_ok=True)
-        with open(os.path.join(parent, f".{name}.lock"), "a") as lock:
+        _trusted_folder(parent)
+        lock = os.open(os.path.join(parent, f".{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            if os.fstat(lock).st_uid not in (0, os.geteuid()):
+                raise OSError(f"{parent}/.{name}.lock belongs to another user")
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if _usable(dest):
-                return dest
-            for leftover in os.listdir(parent):
-                if leftover.startswith((f".{name}.unpacking-", f".{name}.discarded-")) or leftover == name:
-                    _discard(os.path.join(parent, leftover))
-            work = tempfile.mkdtemp(prefix=f".{name}.unpacking-", dir=parent)
-            with zipfile.ZipFile(self.archive) as archive:
-                for info in archive.infolist():
-                    if info.filename.startswith(member_prefix) and not info.is_dir():
-                        _unpack_member(archive, info, os.path.join(work, info.filename[len(member_prefix) :]))
-            with open(os.path.join(work, _COMPLETE), "w") as marker:
-                marker.write(self.build_id)
-            os.chmod(work, 0o755)
-            os.rename(work, dest)
+            umask = os.umask(0o022)  # whatever the caller's: nothing unpacked may be writable by others
+            try:
+                if not _usable(dest):
+                    self._unpack_under_lock(member_prefix, dest)
+            finally:
+                os.umask(umask)
+        finally:
+            os.close(lock)
         return dest
+
+    def _unpack_under_lock(self, member_prefix: str, dest: str) -> None:
+        parent, name = os.path.split(dest)
+        for leftover in os.listdir(parent):
+            if leftover.startswith((f".{name}.unpacking-", f".{name}.discarded-")) or leftover == name:
+                _discard(os.path.join(parent, leftover))
+        work = tempfile.mkdtemp(prefix=f".{name}.unpacking-", dir=parent)
+        with zipfile.ZipFile(self.archive) as archive:
+            for info in archive.infolist():
+                if info.filename.startswith(member_prefix) and not info.is_dir():
+                    _unpack_member(archive, info, os.path.join(work, info.filename[len(member_prefix) :]))
+        with open(os.path.join(work, _COMPLETE), "w") as marker:
+            marker.write(self.build_id)
+        os.chmod(work, 0o755)
+        os.rename(work, dest)
 
     def jq_builds(self) -> list[str]:
         with zipfile.ZipFile(self.archive) as archive:
@@ -159,14 +174,52 @@ class Bundle:
 
 
 def _usable(folder: str) -> bool:
-    """Complete, and not planted by another user (owned by us or root, not world-writable)."""
+    """Complete, and not planted by another user (owned by us or root, writable by no one else)."""
     try:
         info = os.lstat(folder)
         complete = os.path.isfile(os.path.join(folder, _COMPLETE))
     except OSError:
         return False
-    trusted = info.st_uid in (0, os.getuid()) and not info.st_mode & stat.S_IWOTH
-    return complete and trusted and stat.S_ISDIR(info.st_mode)
+    return complete and _only_owner_writes(info)
+
+
+def _only_owner_writes(info: os.stat_result) -> bool:
+    return stat.S_ISDIR(info.st_mode) and info.st_uid in (0, os.geteuid()) and not info.st_mode & 0o022
+
+
+def _trusted_folder(path: str) -> None:
+    """Make path and its missing parents at mode 0755 whatever the umask
+    (os.makedirs gives parents 0777 less the umask); refuse a folder that
+    someone else could write in, since code is imported from it."""
+    missing, parent = [], path
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o755)
+    if not _only_owner_writes(os.lstat(path)):
+        raise OSError(f"{path} is not a folder that only its owner (this user or root) can write")
+
+
+def activate_bundle(bundle: Bundle, configured: str | None) -> str:
+    """Activate the bundle in S3_EVENT_BRIDGE_CACHE, else in a folder private to this user.
+
+    A configured cache that cannot be used (a read-only image prepared by
+    another build, a folder others can write) gives way to the private one,
+    with a warning: Lambda's /tmp is always writable.
+    """
+    private = os.path.join(tempfile.gettempdir(), f"s3eb-cache-{os.geteuid()}")
+    if configured:
+        try:
+            return bundle.activate(os.path.abspath(configured))
+        except OSError as exc:
+            print(
+                f"s3-event-bridge: warning: {BUNDLE_CACHE_VARIABLE}: cannot use {configured} ({exc});"
+                f" unpacking into {private}",
+                file=sys.stderr,
+            )
+    return bundle.activate(private)
 
 
 def _discard(path: str) -> None:
@@ -268,30 +321,192 @@ _LOG_LEVELS = {
 
 
 def compile_regex(pattern: str, variable: str) -> re.Pattern:
-    """Compile a regex written for Rust's regex crate into a Python pattern.
+    """Compile a regex written for Rust's regex crate (the seed's syntax) into a Python pattern.
 
-    The seed project documented its patterns in the regex crate's syntax, so
-    the cheap differences are translated (`\\z`, `(?<name>`), and Unicode
-    property classes, which `re` cannot express, are refused by name.
+    Whatever `re` reads differently is translated, or refused with an error
+    naming the variable: never a silently different meaning.
     """
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern[i] == "\\" and i + 1 < len(pattern):
-            escape = pattern[i + 1]
-            if escape in "pP":
-                raise ConfigError(f"{variable}: Unicode classes like \\{escape}{{..}} are not supported")
-            out.append(r"\Z" if escape == "z" else pattern[i : i + 2])
-            i += 2
-        elif pattern.startswith("(?<", i) and not pattern.startswith(("(?<=", "(?<!"), i):
-            out.append("(?P<")
-            i += 3
-        else:
-            out.append(pattern[i])
-            i += 1
     try:
-        return re.compile("".join(out))
-    except re.error as exc:
-        raise ConfigError(f"{variable}: invalid regex {pattern!r}: {exc}") from None
+        return re.compile(_RegexTranslation(pattern).translate())
+    except (re.error, ValueError, OverflowError, RecursionError) as exc:
+        shown = pattern if len(pattern) <= 80 else f"{pattern[:77]}..."
+        raise ConfigError(f"{variable}: cannot use the regex {shown!r}: {exc}") from None
+
+
+#: The regex crate's ASCII classes, as the inside of a Python character class.
+_POSIX_CLASSES = {
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "ascii": r"\x00-\x7f",
+    "blank": r"\t ",
+    "cntrl": r"\x00-\x1f\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": r"!-/:-@\[-`{-~",
+    "space": r"\t-\r ",
+    "upper": "A-Z",
+    "word": "0-9A-Za-z_",
+    "xdigit": "0-9A-Fa-f",
+}
+#: Unicode's White_Space, the crate's `\s` (Python's also has \x1c-\x1f).
+_SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_ESCAPES = {
+    "z": r"\Z",
+    "<": r"\b(?=\w)",
+    ">": r"\b(?<=\w)",
+    "s": f"[{_SPACE}]",
+    "S": f"[^{_SPACE}]",
+    "b{start}": r"\b(?=\w)",
+    "b{end}": r"\b(?<=\w)",
+    "b{start-half}": r"(?<!\w)",
+    "b{end-half}": r"(?!\w)",
+}
+_SPECIAL_ESCAPE = re.compile(r"\\(x\{([0-9A-Fa-f]{1,8})\}|b\{[a-z-]*\}|[pP]|.)", re.DOTALL)
+_COUNTED = re.compile(r"\{\s*(\d+)\s*(?:(,)\s*(\d*)\s*)?\}")
+_FLAG_GROUP = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])")
+_POSIX_CLASS = re.compile(r"\[:(\^?)([a-z]+):\]")
+
+
+class _RegexTranslation:
+    r"""One pass over a regex-crate pattern, writing the Python pattern that means the same.
+
+    Translated: `$` (end of text, not before a final newline), `\z`, `\s`,
+    `\x{..}`, word boundaries (`\<`, `\b{start}` ...), POSIX classes, named
+    groups `(?<n>..)`, spaces inside `{m, n}`. Refused: Unicode classes,
+    class set operations and nesting, flags Python lacks (x, U, R, -u),
+    flags in mid-pattern, a repetition of a repetition, and an unescaped `{`.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern, self.at, self.out = pattern, 0, []
+        self.multiline = [False]  # per open group: does `$` mean end of line?
+        self.repeated = 0  # 1 after a repetition, 2 after its lazy `?`
+
+    def translate(self) -> str:
+        while self.at < len(self.pattern):
+            char = self.pattern[self.at]
+            if char in "*+?{":
+                self._repetition(char)
+                continue
+            self.repeated = 0
+            if char == "\\":
+                self.out.append(self._escape(in_class=False))
+            elif char == "[":
+                self._character_class()
+            elif char == "(":
+                self._group()
+            elif char == "$":
+                self.out.append("$" if self.multiline[-1] else r"\Z")
+                self.at += 1
+            else:
+                if char == ")" and len(self.multiline) > 1:
+                    self.multiline.pop()
+                self.out.append(char)
+                self.at += 1
+        return "".join(self.out)
+
+    def _repetition(self, char: str) -> None:
+        if char == "?" and self.repeated == 1:
+            self.repeated = 2
+        elif self.repeated:
+            raise ValueError("a repetition of a repetition (a++, a{2}{3}) reads differently in Python: use a group")
+        else:
+            self.repeated = 1
+        if char != "{":
+            self.out.append(char)
+            self.at += 1
+            return
+        counted = _COUNTED.match(self.pattern, self.at)
+        if not counted:
+            raise ValueError("a literal { must be escaped as \\{")
+        low, comma, high = counted.groups()
+        self.out.append(f"{{{low}{comma or ''}{high or ''}}}")
+        self.at = counted.end()
+
+    def _escape(self, in_class: bool) -> str:
+        escape = _SPECIAL_ESCAPE.match(self.pattern, self.at)
+        if not escape:
+            raise ValueError("the pattern ends with a lone backslash")
+        self.at, name, code = escape.end(), escape.group(1), escape.group(2)
+        if name in ("p", "P"):
+            raise ValueError(f"Unicode classes like \\{name}{{..}} are not supported")
+        if code:
+            return f"\\U{int(code, 16):08x}"
+        if in_class and name in ("s", "S"):
+            if name == "S":
+                raise ValueError("\\S inside a character class is not supported")
+            return _SPACE
+        if not in_class and name in _ESCAPES:
+            return _ESCAPES[name]
+        if name.startswith("b{"):
+            raise ValueError(f"unknown word boundary \\{name}")
+        return escape.group(0)
+
+    def _character_class(self) -> None:
+        pattern, self.at = self.pattern, self.at + 1
+        out = ["["]
+        for lead in "^]":
+            if pattern.startswith(lead, self.at):
+                out.append("\\]" if lead == "]" else lead)
+                self.at += 1
+        while self.at < len(pattern) and pattern[self.at] != "]":
+            if pattern.startswith(("&&", "--", "~~"), self.at):
+                raise ValueError("character class set operations (&&, --, ~~) are not supported")
+            if pattern[self.at] == "\\":
+                out.append(self._escape(in_class=True))
+            elif pattern[self.at] == "[":
+                out.append(self._posix_class())
+            else:  # `|` escaped: Python warns that `||` may one day be a set operation
+                out.append("\\|" if pattern[self.at] == "|" else pattern[self.at])
+                self.at += 1
+        if self.at < len(pattern):
+            out.append("]")
+            self.at += 1
+        self.out.append("".join(out))
+
+    def _posix_class(self) -> str:
+        named = _POSIX_CLASS.match(self.pattern, self.at)
+        if not named or named.group(1) or named.group(2) not in _POSIX_CLASSES:
+            raise ValueError("nested or negated classes inside a character class are not supported")
+        self.at = named.end()
+        return _POSIX_CLASSES[named.group(2)]
+
+    def _group(self) -> None:
+        pattern, at = self.pattern, self.at
+        if pattern.startswith("(?>", at):
+            raise ValueError("atomic groups (?>...) are not supported")
+        flags = _FLAG_GROUP.match(pattern, at)
+        if flags and flags.group(3) == ")":
+            self.out.append(self._global_flags(*flags.groups()[:2]))
+        elif flags:
+            self.out.append(self._scoped_flags(*flags.groups()[:2]))
+        else:
+            named = pattern.startswith("(?<", at) and not pattern.startswith(("(?<=", "(?<!"), at)
+            self.out.append("(?P<" if named else "(")
+            self.multiline.append(self.multiline[-1])
+        self.at = flags.end() if flags else at + (3 if named else 1)
+
+    def _global_flags(self, on: str, off: str | None) -> str:
+        _check_flags(on, off)
+        if self.at or self.out:
+            raise ValueError("inline flags like (?i) only at the start of the pattern: use (?i:...) for a part")
+        self.multiline[0] = "m" in on
+        on = on.replace("u", "")
+        return f"(?{on})" if on else ""
+
+    def _scoped_flags(self, on: str, off: str | None) -> str:
+        _check_flags(on, off)
+        self.multiline.append("m" in on or ("m" not in (off or "") and self.multiline[-1]))
+        on = on.replace("u", "")
+        return f"(?{on}-{off}:" if off else f"(?{on}:"
+
+
+def _check_flags(on: str, off: str | None) -> None:
+    unknown = set(on) - set("imsu") | set(off or "") - set("ims")
+    if unknown:
+        raise ValueError(f"the flags {''.join(sorted(unknown))} are not supported (only i, m, s and u)")
 
 
 def compile_filter(expression: str, variable: str) -> Any:
@@ -626,6 +841,125 @@ def relative_path(key: str, prefix: str) -> str | None:
 
 
 ###############################################################################
+# Files: hashing, and walking and removing trees of any depth
+###############################################################################
+
+CHUNK = 1 << 20
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def write_hashing(chunks: Iterable[bytes], path: str) -> str:
+    """Write a stream to a file, returning its sha256: one pass over the bytes."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as target:
+        for chunk in chunks:
+            target.write(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digest(path: str, algorithm: str = "sha256") -> str:
+    """Digest of a regular file, opened without following a link swapped in."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as stream:
+        for chunk in iter(lambda: stream.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def walk_tree(root: str, repair: bool = False) -> Iterator[tuple[int, str, str, os.stat_result]]:
+    """Every entry under root, each folder after its contents: (fd of its folder, name, path, lstat).
+
+    Iterative, with one folder open at a time, climbing back through `..`
+    (checked to be the folder it came from): neither the recursion limit,
+    nor PATH_MAX, nor the open-file limit bounds the depth. Links are never
+    followed. An entry that vanishes mid-walk is skipped; any other error
+    is raised with the entry's path, never skipped. `repair` first gives the
+    owner read, write and search permission on folders and read permission
+    on files: the bridge owns what a handler leaves in its work folder.
+    """
+    fd = os.open(root, _DIRECTORY)
+    levels = [(os.listdir(fd), "", os.fstat(fd))]
+    try:
+        while levels:
+            names, folder, info = levels[-1]
+            if not names:
+                levels.pop()
+                if levels:
+                    fd = _climb(fd, levels[-1][2], f"{root}/{folder}")
+                    yield fd, folder.rpartition("/")[2], folder, info
+                continue
+            name = names.pop()
+            path = f"{folder}/{name}" if folder else name
+            try:
+                entry = _lstat(fd, name, repair)
+                if stat.S_ISDIR(entry.st_mode):
+                    child = os.open(name, _DIRECTORY, dir_fd=fd)
+                    os.close(fd)
+                    fd = child
+                    levels.append((os.listdir(fd), path, os.fstat(fd)))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, f"{root}/{path}") from None
+            if not stat.S_ISDIR(entry.st_mode):
+                yield fd, name, path, entry
+    finally:
+        os.close(fd)
+
+
+def _lstat(fd: int, name: str, repair: bool) -> os.stat_result:
+    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    wanted = 0o700 if stat.S_ISDIR(info.st_mode) else 0o400 if stat.S_ISREG(info.st_mode) else 0
+    if repair and info.st_mode & wanted != wanted:
+        os.chmod(name, stat.S_IMODE(info.st_mode) | wanted, dir_fd=fd)
+    return info
+
+
+def _climb(fd: int, parent: os.stat_result, folder: str) -> int:
+    up = os.open("..", _DIRECTORY, dir_fd=fd)
+    if not os.path.samestat(os.fstat(up), parent):
+        os.close(up)
+        raise OSError(f"{folder} was moved out of its folder while it was being read")
+    os.close(fd)
+    return up
+
+
+def remove_tree(path: str) -> None:
+    """Remove path whatever it holds: a link is removed, never followed, and
+    folders a handler left at mode 000 are opened up first."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        os.unlink(path)
+        return
+    if info.st_mode & 0o700 != 0o700:
+        os.chmod(path, 0o700)
+    for fd, name, _, entry in walk_tree(path, repair=True):
+        if stat.S_ISDIR(entry.st_mode):
+            os.rmdir(name, dir_fd=fd)
+        else:
+            os.unlink(name, dir_fd=fd)
+    os.rmdir(path)
+
+
+def place(path: str, folder: bool) -> None:
+    """Make the folder, or the empty file a download fills, at path.
+
+    A key that clashes with one placed before it (`p/a` and `p/a/b`: a file
+    where a folder must be, or the reverse) or whose name is too long for the
+    filesystem raises OSError, so the caller refuses that object alone.
+    """
+    if folder:
+        os.makedirs(path, exist_ok=True)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+
+
+###############################################################################
 # Object stores
 ###############################################################################
 
@@ -652,7 +986,6 @@ def aws_session(bundle_files: str | None) -> Any:
 
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
-CHUNK = 1 << 20
 
 
 class S3Store:
@@ -739,13 +1072,18 @@ class S3Store:
             self.client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
 
 
+PARTIAL_SUFFIX = ".s3eb-partial"
+
+
 class LocalStore:
     """Folders standing in for buckets, so a pipeline runs with no AWS at all.
 
     Keys are paths under a bucket's folder with `/` separators; the filter sees
     the same object shape as on S3 (ETag is the quoted MD5 of the content).
-    Links are not objects. Every written key is remembered, because in local
-    mode the bridge itself plays S3's notifications.
+    Links are not objects, and a file that vanishes while the folder is read
+    (an editor saving by rename) is simply not listed. Every written key is
+    remembered, because in local mode the bridge itself plays S3's
+    notifications.
     """
 
     def __init__(self, folders: Mapping[str, str]) -> None:
@@ -755,31 +1093,30 @@ class LocalStore:
     def path(self, bucket: str, key: str) -> str:
         return os.path.join(self.folders[bucket], *key.split("/"))
 
-    def keys(self, bucket: str) -> list[str]:
-        root, found = self.folders[bucket], []
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
-            for name in files:
-                path = os.path.join(folder, name)
-                if stat.S_ISREG(os.lstat(path).st_mode) and not name.endswith(".s3eb-partial"):
-                    found.append(os.path.relpath(path, root).replace(os.sep, "/"))
-        return sorted(found, key=lambda key: key.encode())
+    def scan(self, bucket: str) -> dict[str, os.stat_result]:
+        """Every object of the bucket, in S3's listing order (UTF-8 bytes), with its lstat."""
+        found = {
+            path: info
+            for _, name, path, info in walk_tree(self.folders[bucket])
+            if stat.S_ISREG(info.st_mode) and not name.endswith(PARTIAL_SUFFIX)
+        }
+        return {key: found[key] for key in sorted(found, key=lambda key: key.encode())}
 
     def list_objects(self, bucket: str, prefix: str) -> list[dict]:
-        return [self._object(bucket, key) for key in self.keys(bucket) if key.startswith(prefix)]
+        listed = (self._object(bucket, key) for key in self.scan(bucket) if key.startswith(prefix))
+        return [obj for obj in listed if obj]
 
-    def _object(self, bucket: str, key: str) -> dict:
+    def _object(self, bucket: str, key: str) -> dict | None:
         path = self.path(bucket, key)
-        digest = hashlib.md5(usedforsecurity=False)
-        with open(path, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-        info = os.stat(path)
+        try:
+            etag, info = file_digest(path, "md5"), os.stat(path)
+        except FileNotFoundError:
+            return None
         when = datetime.datetime.fromtimestamp(info.st_mtime, datetime.timezone.utc)
         return {
             "Key": key,
             "LastModified": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            "ETag": f'"{digest.hexdigest()}"',
+            "ETag": f'"{etag}"',
             "Size": info.st_size,
             "StorageClass": "STANDARD",
         }
@@ -796,7 +1133,7 @@ class LocalStore:
         for source, key in items:
             target = self.path(bucket, key)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            partial = f"{target}.s3eb-partial"
+            partial = f"{target}{PARTIAL_SUFFIX}"
             shutil.copyfile(source, partial)
             os.replace(partial, target)
             self.written.append(ObjectRef(bucket, key))
@@ -840,16 +1177,6 @@ def _results(futures: Sequence[tuple[str, Any]], bucket: str, verb: str) -> list
     return results
 
 
-def write_hashing(chunks: Iterable[bytes], path: str) -> str:
-    """Write a stream to a file, returning its sha256: one pass over the bytes."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as target:
-        for chunk in chunks:
-            target.write(chunk)
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 ###############################################################################
 # Execution filter
 ###############################################################################
@@ -872,38 +1199,22 @@ def filter_verdict(program: Any, objects: list[dict]) -> Any:
 ###############################################################################
 
 
-def file_digest(path: str) -> str:
-    """sha256 of a regular file, opened without following a link swapped in."""
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def regular_files(root: str) -> dict[str, tuple[str, int]]:
     """Every regular file under root: posix relative path -> (path, size).
 
     Links and special files are never followed or read: a handler may leave
-    them behind, but only regular files inside the folder are outputs.
+    them behind, but only regular files inside the folder are outputs. The
+    bridge gives itself permission to read what the handler left (it owns
+    it), and any error reading the folder fails the group: an output that
+    cannot be read must not be silently left out.
     """
     found = {}
-    for folder, dirs, files in os.walk(root):
-        for name in list(dirs):
-            if os.path.islink(os.path.join(folder, name)):
-                log.warning(
-                    "not uploading %s: it is a symbolic link", os.path.relpath(os.path.join(folder, name), root)
-                )
-                dirs.remove(name)
-        for name in files:
-            path = os.path.join(folder, name)
-            relative = os.path.relpath(path, root).replace(os.sep, "/")
-            info = os.lstat(path)
-            if stat.S_ISREG(info.st_mode):
-                found[relative] = (path, info.st_size)
-            else:
-                log.warning("not uploading %s: not a regular file", relative)
+    for _, _, relative, info in walk_tree(root, repair=True):
+        if stat.S_ISREG(info.st_mode):
+            found[relative] = (os.path.join(root, *relative.split("/")), info.st_size)
+        elif not stat.S_ISDIR(info.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+            log.warning("not uploading %s: it is %s", relative, kind)
     return found
 
 
@@ -912,45 +1223,85 @@ def changed_files(root: str, pulled: Mapping[str, tuple[int, str]]) -> list[str]
 
     `pulled` maps each pulled file to its (size, sha256). Only a pulled file
     that kept its size is read and hashed: a new file, or one whose size
-    differs, has changed without reading a byte of it.
+    differs, has changed without reading a byte of it. Any error reading the
+    folder fails the group: an output must never be silently left out.
     """
     changed = []
-    for relative, (path, size) in regular_files(root).items():
-        before = pulled.get(relative)
-        if before is None or before[0] != size or before[1] != file_digest(path):
-            changed.append(relative)
+    try:
+        for relative, (path, size) in regular_files(root).items():
+            before = pulled.get(relative)
+            if before is None or before[0] != size or before[1] != file_digest(path):
+                changed.append(relative)
+    except OSError as exc:
+        raise GroupError(f"cannot read the work folder after the handler: {exc}") from None
     return sorted(changed)
 
 
 ###############################################################################
-# Handler
+# Handler, signals and shutdown
 ###############################################################################
 
 KILL_GRACE_SECONDS = 3.0
+EXIT_MARGIN_SECONDS = 1.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PR_SET_CHILD_SUBREAPER = 36
 
 
-class HandlerRunner:
-    """Runs the handler in its own process group, one at a time.
+class Supervisor:
+    """The process's lifecycle in one place: the running handler, and what a signal stops.
 
-    It remembers the running group so a worker that is asked to stop can end
-    it (`terminate`) instead of waiting for it without bound.
+    Work runs on a thread (`run`); the main thread waits for it to end or for
+    SIGTERM/SIGINT, whose handler only wakes it. Once a signal is seen nothing
+    new starts: work and handlers start under `lock`, which the decision also
+    takes, so none slips in after it. Idle work (waiting for messages) is
+    left at once. Busy work gets `grace` seconds, then the handler's process
+    group gets SIGTERM, KILL_GRACE_SECONDS later SIGKILL, and the process
+    ends EXIT_MARGIN_SECONDS after that whatever still runs (a transfer cannot
+    be cut short otherwise). Unfinished work is never acknowledged.
+
+    With `reap` (the program, not a library caller), the process makes itself
+    a child subreaper (Linux): a handler's descendants that left its process
+    group are re-parented here, and are killed and reaped when the handler
+    ends. As PID 1 of a container, this also reaps orphaned zombies.
     """
 
-    def __init__(self) -> None:
-        self.pgid: int | None = None
+    def __init__(self, grace: float = 0.0, reap: bool = False) -> None:
+        self.grace = grace
+        self.reap = reap and (become_subreaper() or os.getpid() == 1)
+        self.signum = 0
+        self.busy = False
+        self.handler_group: int | None = None
+        self.lock = threading.Lock()
 
-    def __call__(self, command: Sequence[str], env: Mapping[str, str], timeout: float | None) -> int:
+    @property
+    def stopping(self) -> bool:
+        return bool(self.signum)
+
+    def begin_work(self) -> bool:
+        """Mark the work thread busy; False once stopping, and then it must start nothing."""
+        with self.lock:
+            self.busy = not self.signum
+            return self.busy
+
+    def end_work(self) -> None:
+        with self.lock:
+            self.busy = False
+
+    def run_handler(self, command: Sequence[str], env: Mapping[str, str], timeout: float | None) -> int:
         """Return the handler's exit status (negative: the signal that ended it).
 
-        On timeout the whole group gets SIGTERM, then SIGKILL after a grace
-        period, and GroupError is raised. Whatever the handler left running
-        in its group is killed when it ends.
+        It runs in its own process group. On timeout the group gets SIGTERM,
+        then SIGKILL after KILL_GRACE_SECONDS, and GroupError is raised.
+        Whatever the handler left running is killed when it ends.
         """
-        try:
-            process = subprocess.Popen(list(command), env=dict(env), start_new_session=True)
-        except OSError as exc:
-            raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
-        self.pgid = process.pid
+        with self.lock:
+            if self.signum:
+                raise GroupError("shutting down: the handler was not started")
+            try:
+                process = subprocess.Popen(list(command), env=dict(env), start_new_session=True)
+            except OSError as exc:
+                raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
+            self.handler_group = process.pid
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -962,20 +1313,114 @@ class HandlerRunner:
                 process.wait()
             raise GroupError(f"handler timed out after {timeout:.1f}s") from None
         finally:
-            self.pgid = None
+            with self.lock:
+                self.handler_group = None
             _signal_group(process.pid, signal.SIGKILL)
+            if self.reap:
+                end_strays()
 
-    def terminate(self) -> None:
-        """SIGTERM to the running handler's group, SIGKILL after the grace period."""
-        pgid = self.pgid
-        if pgid is not None:
-            _signal_group(pgid, signal.SIGTERM)
-            threading.Timer(KILL_GRACE_SECONDS, _signal_group, (pgid, signal.SIGKILL)).start()
+    def run(self, work: Callable[[], int], stopped: int) -> int:
+        """Run work on a thread; its exit status, or `stopped` if a signal ended it first."""
+        wake, waker = os.pipe()
+        os.set_blocking(waker, False)
+        previous = [signal.signal(signum, _wake_only) for signum in STOP_SIGNALS]
+        previous_fd = signal.set_wakeup_fd(waker)
+        status: list[int] = []
+        threading.Thread(target=_work_thread, args=(work, status, waker), daemon=True).start()
+        try:
+            event = os.read(wake, 1)[0]
+            if event:
+                self._stop(event, wake, stopped)
+            return status[0] if status else stopped
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            for signum, handler in zip(STOP_SIGNALS, previous):
+                signal.signal(signum, handler)
+
+    def _stop(self, signum: int, wake: int, stopped: int) -> None:
+        with self.lock:
+            self.signum, idle = signum, not self.busy
+        if idle:
+            log.info("signal %d: stopping", signum)
+            return
+        log.warning("signal %d: taking no new work; the running group has %.0fs to finish", signum, self.grace)
+        for seconds, end_with in ((self.grace, signal.SIGTERM), (KILL_GRACE_SECONDS, signal.SIGKILL)):
+            if _work_done(wake, seconds):
+                return
+            with self.lock:
+                if self.handler_group is not None:
+                    _signal_group(self.handler_group, end_with)
+        if not _work_done(wake, EXIT_MARGIN_SECONDS):
+            if self.reap:
+                end_strays()
+            log.error("stopping now, with the running group unfinished: its messages are not acknowledged")
+            os._exit(stopped)
+
+
+def _wake_only(signum: int, frame: Any) -> None:
+    """The Python-level handler: set_wakeup_fd has already written the signal's number."""
+
+
+def _work_thread(work: Callable[[], int], status: list[int], waker: int) -> None:
+    try:
+        status.append(work())
+    except Exception:  # the main thread must hear of the end whatever happened
+        log.exception("unexpected error")
+        status.append(1)
+    finally:
+        os.write(waker, b"\0")
+
+
+def _work_done(wake: int, seconds: float) -> bool:
+    """Wait up to `seconds` for the work thread's end (a 0 byte); signal numbers are skipped."""
+    deadline = time.monotonic() + seconds
+    while select.select([wake], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        if os.read(wake, 1) == b"\0":
+            return True
+    return False
 
 
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def become_subreaper() -> bool:
+    """Linux: let orphaned descendants of handlers be re-parented here, so they can be ended."""
+    try:
+        import ctypes  # standard library; only the program (which runs handlers) needs it
+
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (ImportError, OSError, AttributeError):  # not Linux, or no ctypes: best effort
+        return False
+
+
+def end_strays() -> None:
+    """Kill and reap the processes a handler left outside its process group (re-parented here)."""
+    while strays := _stray_children():
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _stray_children() -> list[int]:
+    """Children of this process outside its own process group: only handlers' leftovers."""
+    me, group, found = os.getpid(), os.getpgrp(), []
+    try:
+        entries = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:  # no /proc: nothing can be found
+        return found
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as status:
+                ppid, pgrp = status.read().rpartition(b")")[2].split()[1:3]
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == me and int(pgrp) != group:
+            found.append(int(name))
+    return found
 
 
 ###############################################################################
@@ -985,46 +1430,96 @@ def _signal_group(pgid: int, signum: int) -> None:
 WORK_PREFIX = "s3eb-work-"
 
 
-def make_work_folder() -> tuple[str, int]:
-    """A fresh temporary folder, held under an exclusive flock while in use.
+def make_work_folder(parent: str | None = None) -> tuple[str, int]:
+    """A new work folder, and the descriptor holding its exclusive flock.
 
-    The lock is what tells a later process that a leftover folder is stale:
-    it works across PID namespaces, unlike checking whether a PID is alive.
+    The lock tells another process's start-up sweep that the folder is live
+    (it works across PID namespaces, unlike a PID). A sweep can still catch a
+    folder between mkdtemp and flock, but it removes a folder only while
+    holding its lock: so the folder is checked once locked, and made anew if
+    it went. To a sweep, making and locking are then one step.
     """
-    path = tempfile.mkdtemp(prefix=WORK_PREFIX)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return path, fd
+    while True:
+        path = tempfile.mkdtemp(prefix=WORK_PREFIX, dir=parent)
+        try:
+            fd = os.open(path, _DIRECTORY)
+        except FileNotFoundError:
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _still_at(path, fd):
+            return path, fd
+        os.close(fd)
+
+
+def _still_at(path: str, fd: int) -> bool:
+    try:
+        return os.path.samestat(os.lstat(path), os.fstat(fd))
+    except FileNotFoundError:
+        return False
 
 
 def remove_work_folder(path: str, fd: int) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    os.close(fd)
-    if os.path.lexists(path):
-        log.warning("could not remove work folder %s", path)
+    """Remove the work folder whatever is in it; a failure is logged, and the next start sweeps it."""
+    try:
+        remove_tree(path)
+    except OSError as exc:
+        log.warning("could not remove work folder %s: %s", path, exc)
+    finally:
+        os.close(fd)
 
 
 def remove_stale_work_folders(parent: str | None = None) -> None:
-    """Remove the folders of killed earlier runs, never one a live process holds."""
+    """Remove the folders of killed earlier runs, never one a live process holds, and never raise.
+
+    A folder that went, or that this user cannot open (another user's, in a
+    shared /tmp), is skipped with a log line.
+    """
     parent = parent or tempfile.gettempdir()
-    for name in os.listdir(parent):
-        path = os.path.join(parent, name)
-        if not name.startswith(WORK_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
-            continue
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names = [name for name in os.listdir(parent) if name.startswith(WORK_PREFIX)]
+    except OSError as exc:
+        log.warning("cannot look for leftover work folders in %s: %s", parent, exc)
+        return
+    for name in names:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue
-        finally:
-            os.close(fd)
+            _remove_if_stale(os.path.join(parent, name))
+        except OSError as exc:
+            log.info("leaving %s: %s", os.path.join(parent, name), exc)
+
+
+def _remove_if_stale(path: str) -> None:
+    if os.path.islink(path):
+        os.unlink(path)
+        return
+    fd = os.open(path, _DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # a live process holds it
+        os.close(fd)
+        return
+    try:
         log.info("removing leftover work folder %s", path)
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
+    finally:
+        os.close(fd)
 
 
 ###############################################################################
 # Pipeline: one execution group
 ###############################################################################
+
+
+UPLOAD_RESERVE_FRACTION = 0.2
+UPLOAD_RESERVE_MAX_SECONDS = 30.0
+
+
+def handler_time_limit(timeout: float | None, deadline: float | None) -> float | None:
+    """The handler's limit: HANDLER_TIMEOUT or the deadline less an upload reserve."""
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.time()
+    budget = max(0.001, remaining - min(UPLOAD_RESERVE_MAX_SECONDS, remaining * UPLOAD_RESERVE_FRACTION))
+    return budget if timeout is None else min(timeout, budget)
 
 
 @dataclass
@@ -1055,22 +1550,28 @@ class Bridge:
     config: Config
     store: Any
     environ: Mapping[str, str]
-    run: HandlerRunner = field(default_factory=HandlerRunner)
-    stopping: bool = False
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
     def process(self, group: Group, deadline: float | None = None) -> GroupReport:
-        """Run one group through every step; failures are caught and reported."""
+        """Run one group through every step; no exception of any kind leaves it.
+
+        The handler works in `root` inside a locked work folder of the
+        bridge's own, so whatever it does to its folder cannot touch the lock.
+        """
         report = GroupReport(group)
-        path, fd = make_work_folder()
         try:
-            self._steps(group, report, path, deadline)
+            folder, lock = make_work_folder()
+            try:
+                root = os.path.join(folder, "root")
+                os.mkdir(root, 0o700)
+                self._steps(group, report, root, deadline)
+            finally:
+                remove_work_folder(folder, lock)
         except BridgeError as exc:
             report.outcome, report.error = "failed", str(exc)
         except Exception as exc:  # a fault in one group must not take the others with it
             log.exception("unexpected error in group %s", group)
             report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
-        finally:
-            remove_work_folder(path, fd)
         self._log(report)
         return report
 
@@ -1091,7 +1592,7 @@ class Bridge:
             config.key_prefix_var: group.prefix,
         }
         started = time.monotonic()
-        status = self.run(config.handler, env, handler_time_limit(config.handler_timeout, deadline))
+        status = self.supervisor.run_handler(config.handler, env, handler_time_limit(config.handler_timeout, deadline))
         report.exit_status, report.handler_seconds = status, round(time.monotonic() - started, 3)
         if status != 0:
             how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
@@ -1120,12 +1621,14 @@ class Bridge:
                     log.warning("not pulling s3://%s/%s: its key is not a safe path", group.bucket, key)
                 continue
             path = os.path.join(root, *relative.rstrip("/").split("/"))
-            if relative.endswith("/"):
-                os.makedirs(path, exist_ok=True)
+            try:
+                place(path, relative.endswith("/"))
+            except OSError as exc:
+                log.warning("not pulling s3://%s/%s: it cannot be placed (%s)", group.bucket, key, exc.strerror)
                 continue
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            items.append((obj, path))
-            relatives.append(relative)
+            if not relative.endswith("/"):
+                items.append((obj, path))
+                relatives.append(relative)
         needed, free = sum(obj["Size"] for obj, _ in items), shutil.disk_usage(root).free
         if needed > free:
             raise GroupError(f"{group} needs {needed} bytes but {root} has {free} bytes free")
@@ -1148,25 +1651,12 @@ class Bridge:
                 log.error("message %s cannot be read: %s", message.id or "(direct)", message.error)
                 failed.append(message.id)
         for group in group_messages(messages, self.config):
-            if self.stopping:
+            if self.supervisor.stopping:
                 log.warning("group %s not started: shutting down", group)
             elif self.process(group, deadline).ok:
                 continue
             failed.extend(i for i in group.sources if i not in failed)
         return failed
-
-
-UPLOAD_RESERVE_FRACTION = 0.2
-UPLOAD_RESERVE_MAX_SECONDS = 30.0
-
-
-def handler_time_limit(timeout: float | None, deadline: float | None) -> float | None:
-    """The handler's limit: HANDLER_TIMEOUT or the deadline less an upload reserve."""
-    if deadline is None:
-        return timeout
-    remaining = deadline - time.time()
-    budget = max(0.001, remaining - min(UPLOAD_RESERVE_MAX_SECONDS, remaining * UPLOAD_RESERVE_FRACTION))
-    return budget if timeout is None else min(timeout, budget)
 
 
 ###############################################################################
@@ -1184,38 +1674,46 @@ class RuntimeApi:
 
     def __init__(self, address: str) -> None:
         parts = urllib.parse.urlsplit(address if "://" in address else f"http://{address}")
-        if not parts.hostname:
+        try:
+            self.host, self.port = parts.hostname, parts.port or 80
+        except ValueError:
+            self.host = None
+        if not self.host:
             raise ConfigError(f"AWS_LAMBDA_RUNTIME_API: cannot read {address!r} as host:port")
-        self.host, self.port = parts.hostname, parts.port or 80
         self.base = f"{parts.path.rstrip('/')}/{API_VERSION}/runtime"
         self.connection = http.client.HTTPConnection(self.host, self.port)
 
-    def _request(
-        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        """Send one request; a dropped kept-alive connection is reopened once."""
+    def _request(self, method: str, path: str, body: Any = None, headers: Any = None) -> tuple[int, Any, bytes, bool]:
+        """(status, headers, body, whether it was sent twice): a request whose
+        connection broke (a dropped kept-alive connection, or an answer lost)
+        is sent once more on a new one."""
         data = None if body is None else json.dumps(body).encode()
-        for attempt in (1, 2):
-            try:
-                self.connection.request(method, self.base + path, body=data, headers=dict(headers or {}))
-                response = self.connection.getresponse()
-                return response.status, response.headers, response.read()
-            except (http.client.HTTPException, ConnectionError) as exc:
-                self.connection.close()
-                if attempt == 2:
-                    raise RuntimeApiError(f"{method} {path} failed: {exc!r}") from None
-            except OSError as exc:
-                self.connection.close()
-                raise RuntimeApiError(f"{method} {path} failed: {exc!r}") from None
-        raise AssertionError("unreachable")
+        try:
+            return (*self._send(method, path, data, headers), False)
+        except (http.client.HTTPException, OSError):
+            self.connection.close()
+        try:
+            return (*self._send(method, path, data, headers), True)
+        except (http.client.HTTPException, OSError) as exc:
+            self.connection.close()
+            raise RuntimeApiError(f"{method} {path} failed: {exc!r}") from None
+
+    def _send(self, method: str, path: str, data: bytes | None, headers: Any) -> tuple[int, Any, bytes]:
+        self.connection.request(method, self.base + path, body=data, headers=dict(headers or {}))
+        response = self.connection.getresponse()
+        return response.status, response.headers, response.read()
 
     def _post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        status, _, answer = self._request("POST", path, body, headers)
-        if status >= 300:
+        """POST; a 4xx answer to a second attempt means the first one arrived
+        and only its answer was lost, so the post is done."""
+        status, _, answer, again = self._request("POST", path, body, headers)
+        if again and 400 <= status < 500:
+            log.warning("POST %s: the answer to the first attempt was lost, and it was recorded", path)
+        elif status >= 300:
             raise RuntimeApiError(f"POST {path} answered {status}: {answer[:200]!r}")
 
     def next_invocation(self) -> tuple[str, Mapping[str, str], bytes]:
-        status, headers, body = self._request("GET", "/invocation/next")
+        status, headers, body, _ = self._request("GET", "/invocation/next")
         if status != 200:
             raise RuntimeApiError(f"GET /invocation/next answered {status}: {body[:200]!r}")
         return headers.get("Lambda-Runtime-Aws-Request-Id", ""), headers, body
@@ -1276,9 +1774,16 @@ def handle_invocation(bridge: Bridge, payload: Any, deadline: float | None) -> d
 
 
 def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ: Any) -> int:
-    """Poll for invocations forever; only a Runtime API failure ends the loop."""
-    while True:
-        request_id, headers, body = api.next_invocation()
+    """Poll for invocations until a signal; a failed GET of the next one ends
+    the loop (exit 1) so Lambda starts a new environment. A failed POST is
+    logged: Lambda times that invocation out, and its messages come back."""
+    supervisor = bridge.supervisor
+    while not supervisor.stopping:
+        try:
+            request_id, headers, body = api.next_invocation()
+        except RuntimeApiError as exc:
+            log.error("stopping: %s", exc)
+            return 1
         formatter.request_id = request_id
         trace_id = headers.get("Lambda-Runtime-Trace-Id")
         if trace_id:
@@ -1286,21 +1791,40 @@ def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ
         else:
             environ.pop("_X_AMZN_TRACE_ID", None)
         deadline = invocation_deadline(headers.get("Lambda-Runtime-Deadline-Ms"), time.time())
+        if not supervisor.begin_work():
+            _answer(api, request_id, None, BridgeError("shutting down: the invocation was not started"))
+            break
         try:
-            payload = json.loads(body or b"null")
-        except (ValueError, RecursionError) as exc:
-            api.fail(request_id, EventError(f"payload is not JSON: {exc}"))
-            continue
-        try:
-            result = handle_invocation(bridge, payload, deadline)
-        except BridgeError as exc:
-            log.error("invocation failed: %s", exc)
-            api.fail(request_id, exc)
-        except Exception as exc:  # a bug must fail this invocation, not the runtime
-            log.exception("invocation failed")
-            api.fail(request_id, exc)
-        else:
+            _answer(api, request_id, *_outcome(bridge, body, deadline))
+        finally:
+            supervisor.end_work()
+    return 1
+
+
+def _outcome(bridge: Bridge, body: bytes, deadline: float | None) -> tuple[Any, BaseException | None]:
+    """The invocation's result, or the error to report for it."""
+    try:
+        payload = json.loads(body or b"null")
+    except (ValueError, RecursionError) as exc:
+        return None, EventError(f"payload is not JSON: {exc}")
+    try:
+        return handle_invocation(bridge, payload, deadline), None
+    except BridgeError as exc:
+        log.error("invocation failed: %s", exc)
+        return None, exc
+    except Exception as exc:  # a bug must fail this invocation, not the runtime
+        log.exception("invocation failed")
+        return None, exc
+
+
+def _answer(api: RuntimeApi, request_id: str, result: Any, error: BaseException | None) -> None:
+    try:
+        if error is None:
             api.respond(request_id, result)
+        else:
+            api.fail(request_id, error)
+    except RuntimeApiError as exc:
+        log.error("could not report invocation %s: %s", request_id, exc)
 
 
 ###############################################################################
@@ -1310,68 +1834,15 @@ def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ
 
 def run_once(bridge: Bridge, bucket: str, prefix: str) -> int:
     """`run`: one group, exit status 0 on success or skip, 1 on failure."""
-    return 0 if bridge.process(Group(bucket, prefix, ("run",))).ok else 1
-
-
-class _Stop(BaseException):
-    """Raised by the signal handler to leave an idle wait at once.
-
-    A BaseException, like KeyboardInterrupt, so no `except Exception` on the
-    way (ours or botocore's) mistakes it for a failure to retry.
-    """
+    if not bridge.supervisor.begin_work():
+        return 1
+    try:
+        return 0 if bridge.process(Group(bucket, prefix, ("run",))).ok else 1
+    finally:
+        bridge.supervisor.end_work()
 
 
 SHUTDOWN_GRACE_SECONDS = 20.0
-
-
-class Shutdown:
-    """SIGTERM/SIGINT: take no new work; the running group gets a bounded grace.
-
-    Idle (waiting for messages or files), the process leaves at once. Busy,
-    the running handler may finish for SHUTDOWN_GRACE_SECONDS, then it is
-    terminated, its group fails, and its messages are not acknowledged.
-    """
-
-    def __init__(self, bridges: Sequence[Bridge]) -> None:
-        self.bridges = bridges
-        self.busy = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
-
-    @property
-    def requested(self) -> bool:
-        return self.bridges[0].stopping
-
-    @contextlib.contextmanager
-    def working(self) -> Iterator[None]:
-        """Mark a stretch of work a signal must not cut short."""
-        self.busy = True
-        try:
-            yield
-        finally:
-            self.busy = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        for bridge in self.bridges:
-            bridge.stopping = True
-        if not self.busy:
-            raise _Stop
-        log.warning(
-            "signal %d: taking no new work; the running group has %.0fs to finish", signum, SHUTDOWN_GRACE_SECONDS
-        )
-        timer = threading.Timer(SHUTDOWN_GRACE_SECONDS, self._terminate)
-        timer.daemon = True
-        timer.start()
-
-    def _terminate(self) -> None:
-        for bridge in self.bridges:
-            bridge.run.terminate()
-
-
-def _batches(items: Sequence[Any], size: int = 10) -> Iterable[Sequence[Any]]:
-    return (items[i : i + size] for i in range(0, len(items), size))
 
 
 class _Heartbeat:
@@ -1400,68 +1871,63 @@ class _Heartbeat:
                 {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": self.visibility}
                 for i, h in enumerate(self.handles)
             ]
-            for batch in _batches(entries):
-                try:
-                    answer = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=list(batch))
-                except Exception as exc:  # a missed beat is retried at the next one
-                    log.warning("could not extend message visibility: %s", exc)
-                    continue
-                for failure in answer.get("Failed", []):
-                    log.warning("could not extend visibility of entry %s: %s", failure["Id"], failure.get("Message"))
+            try:
+                answer = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:  # a missed beat is retried at the next one
+                log.warning("could not extend message visibility: %s", exc)
+                continue
+            for failure in answer.get("Failed", []):
+                log.warning("could not extend visibility of entry %s: %s", failure["Id"], failure.get("Message"))
 
 
 def delete_messages(sqs: Any, queue_url: str, handles: Mapping[str, str]) -> list[str]:
-    """Delete acknowledged messages in batches of 10; return the ids SQS kept.
+    """Delete acknowledged messages (at most 10, one receive's worth); return the ids SQS kept.
 
     A message whose delete failed is delivered again later: at least once.
     """
-    kept = []
     ids = list(handles)
-    for batch in _batches(ids):
-        entries = [{"Id": str(n), "ReceiptHandle": handles[message_id]} for n, message_id in enumerate(batch)]
-        try:
-            failures = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
-        except Exception as exc:  # the messages come back after their visibility timeout
-            log.error("deleting %d messages failed: %s", len(batch), exc)
-            kept.extend(batch)
-            continue
-        for failure in failures:
-            message_id = batch[int(failure["Id"])]
-            log.error("message %s was not deleted: %s", message_id, failure.get("Message"))
-            kept.append(message_id)
-    return kept
+    if not ids:
+        return []
+    entries = [{"Id": str(n), "ReceiptHandle": handles[message_id]} for n, message_id in enumerate(ids)]
+    try:
+        failures = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+    except Exception as exc:  # the messages come back after their visibility timeout
+        log.error("deleting %d messages failed: %s", len(ids), exc)
+        return ids
+    for failure in failures:
+        log.error("message %s was not deleted: %s", ids[int(failure["Id"])], failure.get("Message"))
+    return [ids[int(failure["Id"])] for failure in failures]
 
 
 RECEIVE_BACKOFF_MAX_SECONDS = 60.0
 
 
-def serve_sqs(bridge: Bridge, sqs: Any, shutdown: Shutdown) -> int:
-    """`consume`: long-poll the queue and process each batch as Lambda would."""
-    config, backoff = bridge.config, 1.0
-    try:
-        shutdown.install()
-        log.info("consuming %s", config.sqs_queue_url)
-        while not shutdown.requested:
+def serve_sqs(bridge: Bridge, sqs: Any) -> int:
+    """`consume`: long-poll the queue and process each batch as Lambda would, until a signal."""
+    config, supervisor, backoff = bridge.config, bridge.supervisor, 1.0
+    log.info("consuming %s", config.sqs_queue_url)
+    while not supervisor.stopping:
+        try:
+            answer = sqs.receive_message(
+                QueueUrl=config.sqs_queue_url,
+                MaxNumberOfMessages=config.sqs_max_messages,
+                WaitTimeSeconds=config.sqs_wait_seconds,
+                VisibilityTimeout=config.sqs_visibility_timeout,
+            )
+        except Exception as exc:  # the queue may come back: back off, then retry
+            log.warning("receiving from %s failed: %s; retrying in %.0fs", config.sqs_queue_url, exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, RECEIVE_BACKOFF_MAX_SECONDS)
+            continue
+        backoff = 1.0
+        received = answer.get("Messages", [])
+        if received and not supervisor.begin_work():
+            break  # stopping: they come back after their visibility timeout
+        if received:
             try:
-                answer = sqs.receive_message(
-                    QueueUrl=config.sqs_queue_url,
-                    MaxNumberOfMessages=config.sqs_max_messages,
-                    WaitTimeSeconds=config.sqs_wait_seconds,
-                    VisibilityTimeout=config.sqs_visibility_timeout,
-                )
-            except Exception as exc:  # the queue may come back: back off, then retry
-                log.warning("receiving from %s failed: %s; retrying in %.0fs", config.sqs_queue_url, exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, RECEIVE_BACKOFF_MAX_SECONDS)
-                continue
-            backoff = 1.0
-            received = answer.get("Messages", [])
-            if not received:
-                continue
-            with shutdown.working():
                 _process_received(bridge, sqs, received)
-    except _Stop:
-        pass
+            finally:
+                supervisor.end_work()
     log.info("stopped")
     return 0
 
@@ -1534,14 +2000,27 @@ class LocalRun:
     store: LocalStore
     bucket: str
     max_rounds: int
+    supervisor: Supervisor
     rounds: int = 0
     tallies: dict[str, Tally] = field(default_factory=dict)
 
-    def cascade(self, keys: Sequence[str]) -> None:
-        """Process the keys, then every output they cause, round after round."""
+    def serve(self, keys: Sequence[str], watch: bool) -> int:
+        """The work thread: the keys and all they cause, then (watch) whatever appears; its exit status."""
+        try:
+            if self._busy_cascade(keys) is not None and watch:
+                log.info("watching %s", self.store.folders[self.bucket])
+                self.watch(WATCH_INTERVAL_SECONDS)
+        except BridgeError as exc:
+            log.error("%s", exc)
+            return 1
+        return 1 if self.failed else 0
+
+    def cascade(self, keys: Sequence[str]) -> list[str]:
+        """Process the keys, then every output they cause, round after round; return every key seen."""
+        seen = list(keys)
         for _ in range(self.max_rounds):
             if not keys:
-                return
+                return seen
             self.rounds += 1
             self.store.written.clear()
             messages = [Message(key, (ObjectRef(self.bucket, key),)) for key in keys]
@@ -1549,32 +2028,45 @@ class LocalRun:
                 for group in group_messages(messages, bridge.config):
                     self.tallies.setdefault(name, Tally()).add(bridge.process(group))
             keys = list(dict.fromkeys(ref.key for ref in self.store.written if ref.bucket == self.bucket))
+            seen.extend(keys)
         if keys:
             shown = ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else "")
             raise BridgeError(f"stopped after {self.max_rounds} rounds; these keys kept triggering work: {shown}")
+        return seen
 
-    def watch(self, shutdown: Shutdown, interval: float) -> None:
-        """Poll the folder; a new or changed file is an event once it stops changing."""
-        done, previous = self._stats(), {}
+    def _busy_cascade(self, keys: Sequence[str]) -> list[str] | None:
+        """cascade() as the supervisor's busy work; None once stopping, when nothing may start."""
+        if not self.supervisor.begin_work():
+            return None
         try:
-            while not shutdown.requested:
-                time.sleep(interval)
+            return self.cascade(keys)
+        finally:
+            self.supervisor.end_work()
+
+    def watch(self, interval: float) -> None:
+        """Poll the folder; a new or changed file is an event once it stops changing.
+
+        Only what a round processed or wrote is marked done, so a file that
+        appears while a round runs is an event of a later round. A folder that
+        cannot be read is reported and read again at the next poll.
+        """
+        previous = self._stats()
+        done = dict(previous)
+        while not self.supervisor.stopping:
+            time.sleep(interval)
+            try:
                 current = self._stats()
-                ready = [k for k, v in current.items() if v != done.get(k) and v == previous.get(k)]
+                ready = [key for key, seen in current.items() if seen != done.get(key) and seen == previous.get(key)]
                 previous = current
-                if ready:
-                    with shutdown.working():
-                        self.cascade(ready)
-                    done = previous = self._stats()
-        except _Stop:
-            pass
+                handled = self._busy_cascade(ready) if ready else []
+                if handled:
+                    previous = self._stats()
+                    done.update((key, previous[key]) for key in handled if key in previous)
+            except OSError as exc:
+                log.warning("cannot read the bucket folder: %s", exc)
 
     def _stats(self) -> dict[str, tuple[int, int]]:
-        stats = {}
-        for key in self.store.keys(self.bucket):
-            info = os.stat(self.store.path(self.bucket, key))
-            stats[key] = (info.st_size, info.st_mtime_ns)
-        return stats
+        return {key: (info.st_size, info.st_mtime_ns) for key, info in self.store.scan(self.bucket).items()}
 
     def summary(self) -> str:
         rows = [("function", "succeeded", "skipped", "failed", "files written")]
@@ -1653,74 +2145,70 @@ def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle 
         args = parse_arguments(sys.argv[1:] if argv is None else argv, bool(environ.get("AWS_LAMBDA_RUNTIME_API")))
     except SystemExit as exc:  # argparse has printed the usage
         return int(exc.code or 0)
-    files = None
-    if bundle is not None:
-        if args.prepare:
-            return prepare_bundle(bundle, args.prepare)
-        files = bundle.activate(environ.get(BUNDLE_CACHE_VARIABLE) or os.path.join(tempfile.gettempdir(), "s3eb-cache"))
-    elif args.prepare:
-        print("--prepare only applies to the zipapp (dist/bootstrap)", file=sys.stderr)
-        return 2
+    if args.prepare:
+        if bundle is None:
+            print("--prepare only applies to the zipapp (dist/bootstrap)", file=sys.stderr)
+            return 2
+        return prepare_bundle(bundle, args.prepare)
     if args.mode == "lambda":
-        return main_lambda(args, environ, files)
+        return main_lambda(args, environ, bundle)
     try:
+        files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
         if args.mode == "local":
             return main_local(args, environ)
         config = Config.from_env(environ, args.command)
         setup_logging(config)
         remove_stale_work_folders()
-        if args.mode == "run":
-            return main_run(args, config, environ, aws_session(files))
-        return main_consume(config, environ, aws_session(files))
-    except ConfigError as exc:
+        return main_run(args, config, environ, files) if args.mode == "run" else main_consume(config, environ, files)
+    except Exception as exc:  # start-up failed: say why in one line
+        return _startup_failed(exc)
+
+
+def _startup_failed(exc: Exception) -> int:
+    """Print why start-up failed; the exit status (2: a configuration error)."""
+    if isinstance(exc, ConfigError):
         print(f"s3-event-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
-    except BridgeError as exc:
-        log.error("%s", exc)
-        return 1
+    print(f"s3-event-bridge: start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
 
 
-def main_lambda(args: Any, environ: Any, files: str | None) -> int:
+def main_lambda(args: Any, environ: Any, bundle: Bundle | None) -> int:
     try:
         api = RuntimeApi(environ.get("AWS_LAMBDA_RUNTIME_API", ""))
     except ConfigError as exc:
-        print(f"s3-event-bridge: {exc}", file=sys.stderr)
-        return 2
+        return _startup_failed(exc)
     try:
+        files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
         config = Config.from_env(environ, args.command)
-    except ConfigError as exc:
-        print(f"s3-event-bridge: configuration error: {exc}", file=sys.stderr)
-        api.init_error(exc)
-        return 2
-    formatter = setup_logging(config)
-    try:
+        formatter = setup_logging(config)
         remove_stale_work_folders()
-        bridge = Bridge(config, S3Store(aws_session(files), config.transfer_concurrency), environ)
+        supervisor = Supervisor(reap=True)
+        bridge = Bridge(config, S3Store(aws_session(files), config.transfer_concurrency), environ, supervisor)
     except Exception as exc:  # any start-up failure is an init error for Lambda
-        log.exception("start-up failed")
-        api.init_error(exc)
-        return 1
-    try:
-        return serve_lambda(bridge, api, formatter, environ)
-    except RuntimeApiError as exc:
-        log.error("stopping: %s", exc)
-        return 1
+        with contextlib.suppress(RuntimeApiError):
+            api.init_error(exc)
+        return _startup_failed(exc)
+    return supervisor.run(functools.partial(serve_lambda, bridge, api, formatter, environ), stopped=1)
 
 
-def main_run(args: Any, config: Config, environ: Any, session: Any) -> int:
+def main_run(args: Any, config: Config, environ: Any, files: str | None) -> int:
     bucket = args.bucket or config.bucket
     if not bucket:
         raise ConfigError(f"run: no bucket (give --bucket or set {config.bucket_var})")
     prefix = config.key_prefix if args.prefix is None else args.prefix
-    return run_once(Bridge(config, S3Store(session, config.transfer_concurrency), environ), bucket, prefix)
+    supervisor = Supervisor(reap=True)
+    bridge = Bridge(config, S3Store(aws_session(files), config.transfer_concurrency), environ, supervisor)
+    return supervisor.run(functools.partial(run_once, bridge, bucket, prefix), stopped=1)
 
 
-def main_consume(config: Config, environ: Any, session: Any) -> int:
+def main_consume(config: Config, environ: Any, files: str | None) -> int:
     if not config.sqs_queue_url:
         raise ConfigError("SQS_QUEUE_URL: consume needs the queue to read from")
-    bridge = Bridge(config, S3Store(session, config.transfer_concurrency), environ)
-    sqs = sqs_client(session)
-    return serve_sqs(bridge, sqs, Shutdown([bridge]))
+    session = aws_session(files)
+    supervisor = Supervisor(SHUTDOWN_GRACE_SECONDS, reap=True)
+    bridge = Bridge(config, S3Store(session, config.transfer_concurrency), environ, supervisor)
+    return supervisor.run(functools.partial(serve_sqs, bridge, sqs_client(session)), stopped=0)
 
 
 def main_local(args: Any, environ: Any) -> int:
@@ -1735,34 +2223,25 @@ def main_local(args: Any, environ: Any) -> int:
         folders[target] = os.path.abspath(args.target_dir)
         os.makedirs(folders[target], exist_ok=True)
     store = LocalStore(folders)
+    supervisor = Supervisor(reap=True)
     sources = [(os.path.basename(f), {**environ, **read_env_file(f)}) for f in args.function] or [("handler", environ)]
     functions = []
     for name, env in sources:
         config = dataclasses.replace(Config.from_env(env, args.command), target_bucket=target)
-        functions.append((name, Bridge(config, store, env)))
+        functions.append((name, Bridge(config, store, env, supervisor)))
     setup_logging(functions[0][1].config)
-    keys = store.keys(bucket) if args.all else args.keys
+    keys = list(store.scan(bucket)) if args.all else args.keys
+    unsafe = [key for key in keys if relative_path(key, "") is None]
+    if unsafe:
+        raise ConfigError(f"not a safe key (it would leave {bucket_dir}): {', '.join(unsafe)}")
     missing = [key for key in keys if not os.path.isfile(store.path(bucket, key))]
     if missing:
         raise ConfigError(f"no such key in {bucket_dir}: {', '.join(missing)}")
     remove_stale_work_folders()
-    run = LocalRun(functions, store, bucket, args.max_rounds)
-    shutdown = Shutdown([bridge for _, bridge in functions])
-    runaway = False
-    try:
-        shutdown.install()
-        with shutdown.working():
-            run.cascade(keys)
-        if args.watch:
-            log.info("watching %s", bucket_dir)
-            run.watch(shutdown, WATCH_INTERVAL_SECONDS)
-    except _Stop:
-        pass
-    except BridgeError as exc:
-        log.error("%s", exc)
-        runaway = True
+    run = LocalRun(functions, store, bucket, args.max_rounds, supervisor)
+    status = supervisor.run(functools.partial(run.serve, keys, args.watch), stopped=0)
     print(run.summary())
-    return 1 if runaway or run.failed else 0
+    return max(status, int(run.failed))
 
 
 if __name__ == "__main__":

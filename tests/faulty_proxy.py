@@ -3,7 +3,8 @@
 It forwards every request to the real server and can instead: refuse
 everything (the server is down), cut a response after N body bytes (the
 server died mid-download), cut a request after N body bytes (mid-upload),
-answer 503 SlowDown (throttling), or rewrite an SQS JSON request.
+answer 503 SlowDown (throttling), rewrite an SQS JSON request, or hold the
+requests a test picks until it heals the proxy (a phase that hangs).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class FaultyProxy:
         self.cut_requests_after: int | None = None
         self.throttle = 0
         self.rewrite_sqs = None  # (target, body dict) -> body dict
+        self.stall = None  # (method, path) -> bool: hold that request until heal() or close()
+        self.stalled: list[tuple[str, str]] = []
+        self.released = threading.Event()
         self.served: list[tuple[str, str, int]] = []
         self.lock = threading.Lock()
         owner = self
@@ -38,6 +42,10 @@ class FaultyProxy:
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
+                if owner.stall and owner.stall(self.command, self.path):
+                    with owner.lock:
+                        owner.stalled.append((self.command, self.path))
+                    owner.released.wait(120)
                 if owner.down:
                     return self._drop()
                 if owner.cut_requests_after is not None and length > owner.cut_requests_after:
@@ -106,7 +114,10 @@ class FaultyProxy:
         self.cut_responses_after = self.cut_requests_after = None
         self.throttle = 0
         self.rewrite_sqs = None
+        self.stall = None
+        self.released.set()
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()

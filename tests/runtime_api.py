@@ -28,8 +28,11 @@ class RuntimeApiServer:
         self.pending: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
         self.init_errors: list[dict] = []
+        self.answered: set[str] = set()
         self.next_requests = 0
         self.drop_posts = 0  # the next N invocation results are read, then the connection is cut
+        self.lose_answers = 0  # the next N invocation results are recorded, then the connection is cut
+        self.refuse_next = False  # GET .../next answers 500
         self.first_next_at: float | None = None  # time.perf_counter() of the first GET .../next
         self.last_result_at: float | None = None  # and of the latest response or error
         owner = self
@@ -53,6 +56,8 @@ class RuntimeApiServer:
                 if self.path != f"{PREFIX}/invocation/next":
                     return self._reply(404)
                 owner.next_requests += 1
+                if owner.refuse_next:
+                    return self._reply(500)
                 owner.first_next_at = owner.first_next_at or time.perf_counter()
                 request_id, payload, headers = owner.pending.get()
                 headers = {"Lambda-Runtime-Aws-Request-Id": request_id, **headers}
@@ -72,9 +77,17 @@ class RuntimeApiServer:
                     self.close_connection = True
                     return None
                 if len(parts) == 4 and parts[1] == "invocation" and parts[3] in ("response", "error"):
+                    if parts[2] in owner.answered:  # as Lambda does: one result per invocation
+                        return self._reply(400, b'{"errorType":"InvalidStateTransition"}')
+                    owner.answered.add(parts[2])
                     error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
                     owner.results.put((parts[2], parts[3], body, error_type))
                     owner.last_result_at = time.perf_counter()
+                    if owner.lose_answers > 0:
+                        owner.lose_answers -= 1
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return None
                     return self._reply(202)
                 return self._reply(404)
 

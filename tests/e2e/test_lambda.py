@@ -1,7 +1,10 @@
 """The bridge as a Lambda bootstrap process, against real servers."""
 
 import json
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 from helpers import AWS_ENV, keys, put, read, receive, sqs_event, unique, wait_until
 
@@ -115,12 +118,57 @@ def test_a_response_post_cut_once_is_retried_on_a_new_connection(runtime_api, st
     assert function.process.poll() is None
 
 
-def test_a_runtime_api_that_keeps_failing_ends_the_process_so_lambda_restarts_it(
+def test_a_result_whose_answer_was_lost_is_not_posted_twice_and_the_runtime_goes_on(
     runtime_api, start_function, s3, bucket
 ):
+    put(s3, bucket, "lost/input.txt")
+    function = start_function(runtime_api.address, ["true"])
+    runtime_api.lose_answers = 1
+    assert runtime_api.invoke("r1", s3_event(bucket, "lost/input.txt"))[:2] == ("r1", "response")
+    assert runtime_api.invoke("r2", s3_event(bucket, "lost/input.txt"))[:2] == ("r2", "response")
+    assert function.process.poll() is None
+    assert "the answer to the first attempt was lost" in function.output()
+
+
+def test_a_result_that_cannot_be_posted_is_logged_and_the_runtime_goes_on(runtime_api, start_function, s3, bucket):
     put(s3, bucket, "gone/input.txt")
     function = start_function(runtime_api.address, ["true"])
     runtime_api.drop_posts = 2
     runtime_api.pending.put(("r1", s3_event(bucket, "gone/input.txt"), {}))
+    assert runtime_api.invoke("r2", s3_event(bucket, "gone/input.txt"))[:2] == ("r2", "response")
+    assert function.process.poll() is None
+    assert "could not report invocation r1" in function.output()
+
+
+def test_a_runtime_api_that_refuses_the_next_invocation_ends_the_process_so_lambda_restarts_it(
+    runtime_api, start_function
+):
+    runtime_api.refuse_next = True
+    function = start_function(runtime_api.address, ["true"])
     assert function.process.wait(30) == 1
-    assert "POST /invocation/r1/response failed" in function.output()
+    assert "GET /invocation/next answered 500" in function.output()
+
+
+def test_sigterm_mid_invocation_ends_the_handler_reports_the_error_and_exits_non_zero(
+    runtime_api, start_function, s3, bucket, tmp_path
+):
+    put(s3, bucket, "term/input.txt")
+    started = tmp_path / "started"
+    function = start_function(runtime_api.address, ["/bin/sh", "-c", f"echo $$ > {started}; exec sleep 300"])
+    runtime_api.pending.put(("r1", s3_event(bucket, "term/input.txt"), {}))
+    wait_until(started.exists, 30, "the handler to start")
+    function.process.send_signal(signal.SIGTERM)
+    assert function.process.wait(15) == 1
+    request_id, kind, _, _ = runtime_api.results.get(timeout=5)
+    assert (request_id, kind) == ("r1", "error")
+    assert "handler was killed by signal 15" in function.output()
+    handler = Path(f"/proc/{int(started.read_text())}/stat")
+    assert not handler.exists() or handler.read_text().rpartition(")")[2].split()[0] == "Z"
+
+
+def test_a_malformed_runtime_api_address_is_a_configuration_error(program, aws_env):
+    command, program_env = program
+    env = {"PATH": "/usr/bin:/bin", **aws_env, **program_env, "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:abc"}
+    result = subprocess.run([*command, "true"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "AWS_LAMBDA_RUNTIME_API" in result.stderr and "Traceback" not in result.stderr

@@ -7,7 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from helpers import wait_until
 
@@ -150,3 +153,124 @@ def test_watch_picks_up_a_new_file_and_stops_cleanly(tmp_path):
     assert process.returncode == 0
     assert (bucket / "new" / "output.txt").read_text() == "LATE ARRIVAL"
     assert out.splitlines()[-1].split() == ["handler", "1", "0", "0", "1"]
+
+
+def test_a_key_on_the_command_line_that_would_leave_the_bucket_is_refused(tmp_path):
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (tmp_path / "outside.txt").write_text("outside")
+    write = ["/bin/sh", "-c", 'echo x > "$ROOT_FOLDER/out.txt"']
+    for key in ("../outside.txt", "/etc/hostname", "a//b.txt", "./x.txt"):
+        result = local("--bucket-dir", str(bucket), key, "--", *write)
+        assert result.returncode == 2 and key in result.stderr and "not a safe key" in result.stderr
+    assert files(tmp_path) == ["outside.txt"]
+
+
+def watch(bucket: Path, log_path: Path, handler: str, **settings) -> subprocess.Popen:
+    command = [*BRIDGE, "local", "--bucket-dir", str(bucket), "--watch", "--", "/bin/sh", "-c", handler]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env={**NO_AWS, **settings}, stdout=subprocess.PIPE, stderr=log, text=True)
+    wait_until(lambda: "watching" in log_path.read_text(), 20, "the watcher to start")
+    return process
+
+
+def test_watch_survives_files_that_vanish_mid_scan_and_processes_what_stays(tmp_path):
+    bucket = tmp_path / "bucket"
+    (bucket / "in").mkdir(parents=True)
+    upper = 'tr a-z A-Z < "$ROOT_FOLDER/input.txt" > "$ROOT_FOLDER/output.txt"'
+    process = watch(bucket, tmp_path / "log", upper, MATCH_KEY=r"input\.txt$")
+    try:
+        saving_until, n = time.monotonic() + 3, 0  # an editor saving: a temporary file renamed over the real one
+        while time.monotonic() < saving_until or n == 0:
+            n += 1
+            temporary = bucket / "in" / f".input.txt.{n}.tmp"
+            temporary.write_text(f"version {n}")
+            temporary.rename(bucket / "in" / "input.txt")
+        wait_until(lambda: (bucket / "in" / "output.txt").exists(), 20, "the saved file's output")
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, (tmp_path / "log").read_text()
+    assert (bucket / "in" / "output.txt").read_text() == f"VERSION {n}"
+    assert "Traceback" not in (tmp_path / "log").read_text()
+
+
+def test_watch_processes_a_file_that_arrives_while_a_round_runs_in_a_later_round(tmp_path):
+    bucket = tmp_path / "bucket"
+    (bucket / "first").mkdir(parents=True)
+    gate = tmp_path / "gate"
+    handler = (
+        f'if [ "$KEY_PREFIX" = first/ ]; then touch {gate}.in; while [ ! -e {gate} ]; do :; done; fi;'
+        ' cp "$ROOT_FOLDER/input.txt" "$ROOT_FOLDER/output.txt"'
+    )
+    process = watch(bucket, tmp_path / "log", handler, MATCH_KEY=r"input\.txt$")
+    try:
+        (bucket / "first" / "input.txt").write_text("1")
+        wait_until(Path(f"{gate}.in").exists, 20, "the first round to be running")
+        (bucket / "second").mkdir()
+        (bucket / "second" / "input.txt").write_text("2")
+        gate.touch()
+        wait_until(lambda: (bucket / "second" / "output.txt").exists(), 20, "the late file's output")
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert (bucket / "first" / "output.txt").read_text() == "1"
+
+
+def test_sigterm_while_a_watched_round_runs_ends_the_handler_and_exits_1(tmp_path):
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    started = tmp_path / "started"
+    process = watch(bucket, tmp_path / "log", f"echo $$ > {started}; exec sleep 300")
+    try:
+        (bucket / "input.txt").write_text("x")
+        wait_until(started.exists, 20, "the handler to start")
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert out.splitlines()[-1].split() == ["handler", "0", "0", "1", "0"]
+    assert not Path(f"/proc/{int(started.read_text())}").exists()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def test_as_pid_1_of_a_container_orphans_are_reaped_and_strays_ended(tmp_path):
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a PID namespace here: {probe.stderr.strip()}")
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / "input.txt").write_text("x")
+    # A zombie re-parented to PID 1 (its parent exits without reaping it), and a stray in its own session.
+    handler = 'sh -c "sleep 0.1 & exec sleep 0.5" & setsid sleep 300 & sleep 1; touch "$ROOT_FOLDER/out.txt"'
+    command = ["unshare", "--pid", "--fork", "--mount-proc", *BRIDGE, "local", "--bucket-dir", str(bucket)]
+    with open(tmp_path / "log", "wb") as log:
+        container = subprocess.Popen(
+            [*command, "--all", "--watch", "--", "/bin/sh", "-c", handler], env=NO_AWS, stdout=log, stderr=log
+        )
+    try:
+        wait_until(lambda: (bucket / "out.txt").exists(), 30, "the round to finish")
+        (pid_1,) = wait_until(lambda: children(container.pid), 10, "PID 1 of the namespace")
+        wait_until(lambda: children(pid_1) == [], 10, "no child left under PID 1: strays ended, zombies reaped")
+        os.kill(pid_1, signal.SIGTERM)
+        assert container.wait(20) == 0, (tmp_path / "log").read_text()
+    finally:
+        if container.poll() is None:
+            container.kill()

@@ -274,3 +274,53 @@ def test_the_dockerfile_steps_reproduced_without_docker_give_a_working_function(
     assert read(s3, bucket, "d/output.txt") == b"FROM THE IMAGE"
     assert sorted(str(p) for p in cache.rglob("*")) == prepared, "a prepared cold start unpacks and compiles nothing"
     assert "d/output.txt" in keys(s3, bucket)
+
+
+def another_build(archive: Path, target: Path) -> Path:
+    """A copy of the zipapp that says it is another build, as a newer bootstrap would."""
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(target, "w") as copy:
+        for info in source.infolist():
+            data = source.read(info)
+            copy.writestr(
+                info, data.replace(build_id().encode(), b"0" * 16) if info.filename == "__main__.py" else data
+            )
+    return target
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Make a folder read-only with a bind mount, where this machine allows mounting."""
+    mounted = []
+
+    def seal(folder: Path) -> Path:
+        for options in (["--bind"], ["-o", "remount,bind,ro"]):
+            result = subprocess.run(["mount", *options, str(folder), str(folder)], capture_output=True, text=True)
+            if result.returncode != 0:
+                pytest.skip(f"cannot make a read-only mount here: {result.stderr.strip()}")
+            mounted.append(folder)
+        return folder
+
+    yield seal
+    for folder in mounted[:1]:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_read_only_cache_prepared_by_another_build_gives_way_to_a_private_folder(
+    copy, aws_env, s3, bucket, tmp_path, read_only
+):
+    cache = tmp_path / "prepared"
+    other = another_build(copy, tmp_path / "other-bootstrap")
+    subprocess.run([sys.executable, "-I", "-S", str(other), "--prepare", str(cache)], check=True, capture_output=True)
+    read_only(cache)
+    put(s3, bucket, "ro/input.txt", "abc")
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = lambda_env(
+        aws_env, None, S3_EVENT_BRIDGE_CACHE=str(cache), TMPDIR=str(private_tmp), EXECUTION_FILTER_EXPR="length == 1"
+    )
+    event = s3_event(bucket, "ro/input.txt")
+    invoke_once([sys.executable, "-I", "-S", str(copy), *UPPERCASE], env, tmp_path / "log", event)
+    assert read(s3, bucket, "ro/output.txt") == b"ABC"
+    log = (tmp_path / "log").read_text()
+    assert "S3_EVENT_BRIDGE_CACHE: cannot use" in log and "Read-only file system" in log
+    assert (private_tmp / f"s3eb-cache-{os.geteuid()}" / build_id() / "files" / ".complete").exists()

@@ -81,7 +81,7 @@ def test_a_fifo_in_the_output_is_neither_read_nor_uploaded(make_bridge, s3, buck
         make_bridge(handler).process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "f/input.txt"),))]) == []
     )
     assert keys(s3, bucket) == ["f/input.txt", "f/real.txt"]
-    assert "not uploading pipe: not a regular file" in caplog.text
+    assert "not uploading pipe: it is not a regular file" in caplog.text
 
 
 def test_credentials_never_appear_in_the_logs_even_at_debug(aws_env, s3, bucket):

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from faulty_proxy import FaultyProxy
 
+import bridge
 from helpers import keys, put, read, unique, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,10 +219,9 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_redelivered_while_it_ru
     first, second = workers(url, handler, **settings), workers(url, handler, **settings)
     put(s3, bucket, "long/input.txt")
     wait_until(lambda: "long/output.txt" in keys(s3, bucket), 40, "the long job's output")
-    time.sleep(3)  # past one more visibility timeout: a lost heartbeat would show as a second run now
-    assert runs_of(ledger) == ["long/"]
+    wait_until(lambda: queue_counts(clients["sqs"], url) == (0, 0), 20, "its message deleted, so never redelivered")
+    assert runs_of(ledger) == ["long/"], "a lost heartbeat would have let the other worker run it during the 7 s"
     assert first.stop() == 0 and second.stop() == 0
-    assert queue_counts(clients["sqs"], url) == (0, 0)
 
 
 def test_sigterm_lets_a_short_job_finish_and_deletes_its_message(clients, bucket, workers, tmp_path):
@@ -252,7 +253,8 @@ def test_sigterm_ends_a_job_past_the_grace_period_and_keeps_its_message(clients,
     wait_until(started.exists, 30, "the handler to start")
     began = time.monotonic()
     assert worker.stop(signal.SIGTERM, timeout=60) == 0
-    assert time.monotonic() - began < 20 + 3 + 10
+    grace = bridge.SHUTDOWN_GRACE_SECONDS + bridge.KILL_GRACE_SECONDS + bridge.EXIT_MARGIN_SECONDS
+    assert time.monotonic() - began < grace + 3
     assert keys(s3, bucket) == ["stuck/input.txt"]
     assert queue_counts(clients["sqs"], url) == (0, 1), "the message is kept, to come back after its visibility timeout"
     assert "not started" not in worker.output() and "killed by signal 15" in worker.output()
@@ -301,3 +303,31 @@ def test_a_worker_backs_off_while_the_queue_is_missing_and_recovers(clients, buc
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
     wait_until(lambda: "late/output.txt" in keys(s3, bucket), 60, "the output once the queue exists")
     assert worker.stop() == 0
+
+
+def test_sigterm_while_inputs_download_lets_no_handler_start_and_keeps_the_message(
+    clients, bucket, aws_env, moto_url, tmp_path
+):
+    url, _ = notifying_queue(clients, bucket)
+    proxy = FaultyProxy(moto_url)
+    proxy.stall = lambda method, path: method == "GET" and path.endswith("/pull/input.txt")
+    started = tmp_path / "started"
+    worker = Worker(
+        {**aws_env, "AWS_ENDPOINT_URL": proxy.url},
+        url,
+        ["/bin/sh", "-c", f"touch {started}"],
+        tmp_path / "log",
+        MATCH_KEY=r"input\.txt$",
+    )
+    try:
+        put(clients["s3"], bucket, "pull/input.txt")
+        wait_until(lambda: proxy.stalled, 30, "the download to start")
+        worker.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "taking no new work" in worker.output(), 10, "the worker to hear the signal")
+        proxy.heal()
+        assert worker.stop(timeout=30) == 0
+    finally:
+        proxy.close()
+    assert not started.exists(), "no handler starts once the worker is stopping"
+    assert "the handler was not started" in worker.output()
+    assert queue_counts(clients["sqs"], url) == (0, 1), "the message is kept, to come back"

@@ -1,6 +1,7 @@
 """The zipapp's bundle logic: jq build selection, and unpacking once, safely."""
 
 import os
+import tempfile
 import zipfile
 
 import pytest
@@ -87,3 +88,39 @@ def test_a_world_writable_cache_folder_is_not_trusted(tmp_path):
     assert not bridge._usable(dest)
     bundle.unpack("lib/", dest)
     assert bridge._usable(dest)
+
+
+def test_with_a_umask_of_0_no_cache_folder_or_lock_is_writable_by_others(tmp_path):
+    bundle = make_bundle(tmp_path)
+    previous = os.umask(0)
+    try:
+        files = bridge.activate_bundle(bundle, str(tmp_path / "new" / "cache"))
+    finally:
+        os.umask(previous)
+    created = [tmp_path / "new", tmp_path / "new" / "cache", *(tmp_path / "new").rglob("*")]
+    assert files.startswith(str(tmp_path / "new" / "cache" / "abc123"))
+    for path in created:
+        if not path.is_symlink():
+            assert path.stat().st_mode & 0o022 == 0, f"{path} is writable by others"
+
+
+def test_a_cache_that_others_can_write_gives_way_to_a_private_folder_with_a_warning(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    files = bridge.activate_bundle(make_bundle(tmp_path), str(shared))
+    assert files == str(tmp_path / "tmp" / f"s3eb-cache-{os.geteuid()}" / "abc123" / "files")
+    assert "S3_EVENT_BRIDGE_CACHE" in capsys.readouterr().err
+    assert os.listdir(shared) == []
+
+
+def test_a_lock_file_of_another_user_is_not_used(tmp_path):
+    bundle = make_bundle(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".lib.lock").touch()
+    os.chown(cache / ".lib.lock", 65534, 65534)
+    with pytest.raises(OSError, match="belongs to another user"):
+        bundle.unpack("lib/", str(cache / "lib"))

@@ -78,13 +78,13 @@ def test_text_log_lines_are_one_line():
 
 
 def test_handler_exit_status_and_signal_are_returned():
-    assert bridge.HandlerRunner()(["/bin/sh", "-c", "exit 3"], os.environ, None) == 3
-    assert bridge.HandlerRunner()(["/bin/sh", "-c", "kill -9 $$"], os.environ, None) == -9
+    assert bridge.Supervisor().run_handler(["/bin/sh", "-c", "exit 3"], os.environ, None) == 3
+    assert bridge.Supervisor().run_handler(["/bin/sh", "-c", "kill -9 $$"], os.environ, None) == -9
 
 
 def test_a_missing_handler_program_fails_the_group():
     with pytest.raises(bridge.GroupError, match="could not start"):
-        bridge.HandlerRunner()(["/nonexistent/handler"], os.environ, None)
+        bridge.Supervisor().run_handler(["/nonexistent/handler"], os.environ, None)
 
 
 def test_a_handler_past_its_timeout_and_its_children_are_killed(tmp_path):
@@ -92,7 +92,7 @@ def test_a_handler_past_its_timeout_and_its_children_are_killed(tmp_path):
     script = f"sleep 60 & echo $! > {pidfile}; trap '' TERM; wait"
     started = time.monotonic()
     with pytest.raises(bridge.GroupError, match="timed out"):
-        bridge.HandlerRunner()(["/bin/sh", "-c", script], os.environ, 0.5)
+        bridge.Supervisor().run_handler(["/bin/sh", "-c", script], os.environ, 0.5)
     assert time.monotonic() - started < bridge.KILL_GRACE_SECONDS + 5
     child = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
@@ -101,7 +101,7 @@ def test_a_handler_past_its_timeout_and_its_children_are_killed(tmp_path):
 
 def test_a_grandchild_left_running_is_killed_when_the_handler_exits(tmp_path):
     pidfile = tmp_path / "child.pid"
-    assert bridge.HandlerRunner()(["/bin/sh", "-c", f"sleep 60 & echo $! > {pidfile}"], os.environ, None) == 0
+    assert bridge.Supervisor().run_handler(["/bin/sh", "-c", f"sleep 60 & echo $! > {pidfile}"], os.environ, None) == 0
     child = int(pidfile.read_text())
     with contextlib.suppress(ChildProcessError):
         os.waitpid(child, os.WNOHANG)
@@ -136,3 +136,9 @@ def test_stale_work_folders_are_removed_but_live_ones_kept(tmp_path):
         assert unrelated.exists()
     finally:
         live.communicate("")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:abc", "http://", "127.0.0.1:99999"])
+def test_a_runtime_api_address_that_cannot_be_read_is_a_config_error(address):
+    with pytest.raises(bridge.ConfigError, match="AWS_LAMBDA_RUNTIME_API"):
+        bridge.RuntimeApi(address)
