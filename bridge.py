@@ -259,7 +259,7 @@ def running_glibc() -> tuple[int, int] | None:
     try:
         name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
         return (int(version.split(".")[0]), int(version.split(".")[1])) if name == "glibc" else None
-    except ValueError:
+    except (ValueError, OSError):  # musl has no CS_GNU_LIBC_VERSION: Python raises OSError EINVAL
         return None
 
 
@@ -563,6 +563,15 @@ def _execution_filter(environ: Mapping[str, str]) -> Any:
     return compile_filter(expression, "EXECUTION_FILTER_EXPR") if expression else None
 
 
+def _metrics_namespace(environ: Mapping[str, str], log_format: str) -> str | None:
+    namespace = _text(environ, "METRICS_NAMESPACE")
+    if namespace and log_format != "JSON":
+        raise ConfigError("METRICS_NAMESPACE: metrics ride on JSON log lines; set AWS_LAMBDA_LOG_FORMAT=JSON")
+    if namespace and (not re.fullmatch(r"[A-Za-z0-9 ._/#:-]{1,255}", namespace) or namespace.startswith("AWS/")):
+        raise ConfigError(f"METRICS_NAMESPACE: {namespace!r} is not a CloudWatch namespace of your own")
+    return namespace or None
+
+
 def _handler_command(environ: Mapping[str, str], argv: Sequence[str]) -> tuple[str, ...]:
     if argv:
         return tuple(argv)
@@ -595,6 +604,8 @@ class Config:
     sqs_wait_seconds: int = 20
     log_level: int = logging.INFO
     log_json: bool = False
+    metrics_namespace: str | None = None
+    function_name: str = "s3-event-bridge"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
@@ -608,6 +619,7 @@ class Config:
         key_prefix_var = _env_name(environ, "KEY_PREFIX_VAR", "KEY_PREFIX")
         if log_format not in ("TEXT", "JSON"):
             raise ConfigError(f"AWS_LAMBDA_LOG_FORMAT: {log_format!r} is neither Text nor JSON")
+        namespace = _metrics_namespace(environ, log_format)
         return cls(
             handler=_handler_command(environ, argv),
             match_key=compile_regex(match_key, "MATCH_KEY") if match_key else None,
@@ -628,6 +640,8 @@ class Config:
             sqs_wait_seconds=_number(environ, "SQS_WAIT_TIME_SECONDS", 20, low=0, high=20),
             log_level=_LOG_LEVELS[level],
             log_json=log_format == "JSON",
+            metrics_namespace=namespace,
+            function_name=_text(environ, "AWS_LAMBDA_FUNCTION_NAME") or "s3-event-bridge",
         )
 
 
@@ -1543,6 +1557,38 @@ class GroupReport:
         return self.outcome in ("succeeded", "skipped")
 
 
+#: The summary line's numbers that become CloudWatch metrics, with their units.
+METRICS = {
+    "groups_succeeded": "Count",
+    "groups_failed": "Count",
+    "groups_skipped": "Count",
+    "handler_seconds": "Seconds",
+    "pulled_files": "Count",
+    "pulled_bytes": "Bytes",
+    "uploaded_files": "Count",
+    "uploaded_bytes": "Bytes",
+}
+
+
+def metric_fields(report: GroupReport, namespace: str, function: str) -> dict:
+    """What makes a group's JSON summary line a CloudWatch Embedded Metric Format record.
+
+    The metrics are the line's own numbers, with one dimension, `function`
+    (the Lambda function's name): never the bucket or the prefix, whose
+    many values would each be a metric of their own. Handler seconds only
+    where a handler ran.
+    """
+    names = [name for name in METRICS if name != "handler_seconds" or report.exit_status is not None]
+    directive = {"Namespace": namespace, "Dimensions": [["function"]], "Metrics": []}
+    directive["Metrics"] = [{"Name": name, "Unit": METRICS[name]} for name in names]
+    counts = {f"groups_{outcome}": int(report.outcome == outcome) for outcome in ("succeeded", "failed", "skipped")}
+    return {
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]},
+        "function": function,
+        **counts,
+    }
+
+
 @dataclass
 class Bridge:
     """The configured pipeline, with its I/O passed in so tests can swap it."""
@@ -1639,6 +1685,8 @@ class Bridge:
     def _log(self, report: GroupReport) -> None:
         numbers = {name: value for name, value in vars(report).items() if name not in ("group", "error")}
         fields = {"bucket": report.group.bucket, "prefix": report.group.prefix, **numbers}
+        if self.config.metrics_namespace:
+            fields.update(metric_fields(report, self.config.metrics_namespace, self.config.function_name))
         level = logging.INFO if report.ok else logging.ERROR
         reason = f": {report.error}" if report.error else ""
         log.log(level, "group %s %s%s", report.group, report.outcome, reason, extra={"fields": fields})
@@ -2089,11 +2137,19 @@ class LocalRun:
 # Entry point
 ###############################################################################
 
-MODES = ("lambda", "run", "consume", "local")
 WATCH_INTERVAL_SECONDS = 1.0
 
 
-def parse_arguments(argv: Sequence[str], in_lambda: bool) -> Any:
+#: What each mode does, for `--help` and for the mode's own help.
+MODE_HELP = {
+    "lambda": "Lambda runtime (the default with AWS_LAMBDA_RUNTIME_API)",
+    "run": "process one group (bucket and prefix), then exit",
+    "consume": "long-running worker on SQS_QUEUE_URL; run many to scale out",
+    "local": "a folder stands in for the bucket; the command follows --",
+}
+
+
+def parse_arguments(argv: Sequence[str], in_lambda: bool, build: str) -> Any:
     """Sub-command, its options, and the handler command (exec form) after them.
 
     With no sub-command, AWS_LAMBDA_RUNTIME_API set means `lambda`, so an
@@ -2102,7 +2158,7 @@ def parse_arguments(argv: Sequence[str], in_lambda: bool) -> Any:
     command follows `--` because the arguments before it are keys.
     """
     argv = list(argv)
-    if in_lambda and (not argv or argv[0] not in (*MODES, "-h", "--help", "--prepare")):
+    if in_lambda and (not argv or argv[0] not in (*MODE_HELP, "-h", "--help", "--prepare", "--version")):
         return types.SimpleNamespace(mode="lambda", command=argv, prepare=None)
     import argparse
 
@@ -2111,15 +2167,12 @@ def parse_arguments(argv: Sequence[str], in_lambda: bool) -> Any:
         argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     parser = argparse.ArgumentParser(prog="bootstrap", description="Run a file-in/file-out command on S3 events.")
     parser.add_argument("--prepare", metavar="DIR", help="zipapp only: unpack into DIR at image build time")
-    modes = parser.add_subparsers(dest="mode", metavar="MODE")
-    commands = {mode: modes.add_parser(mode) for mode in MODES}
-    commands["lambda"].description = "Lambda custom runtime (the default when AWS_LAMBDA_RUNTIME_API is set)."
-    commands["run"].description = "Process one group (bucket and prefix) and exit: 0 success or skip, 1 failure."
+    parser.add_argument("--version", action="version", version=f"s3-event-bridge {__version__} ({build})")
+    modes = parser.add_subparsers(dest="mode", title="modes", metavar="MODE")
+    commands = {mode: modes.add_parser(mode, help=text, description=text) for mode, text in MODE_HELP.items()}
     commands["run"].add_argument("--bucket", help="default: the variable named by BUCKET_VAR")
     commands["run"].add_argument("--prefix", help="default: the variable named by KEY_PREFIX_VAR")
-    commands["consume"].description = "Long-running worker on SQS_QUEUE_URL; run many to scale out."
     local = commands["local"]
-    local.description = "A folder stands in for the bucket; no AWS needed. The handler command follows --."
     local.add_argument("--bucket-dir", required=True, help="the folder that is the bucket")
     local.add_argument("--target-dir", help="write outputs here instead (they trigger nothing)")
     local.add_argument("--function", action="append", default=[], metavar="FILE.env", help="a function (repeatable)")
@@ -2142,7 +2195,10 @@ def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle 
     """Exit status: 0 success, 1 failure, 2 configuration or usage error."""
     environ = os.environ if environ is None else environ
     try:
-        args = parse_arguments(sys.argv[1:] if argv is None else argv, bool(environ.get("AWS_LAMBDA_RUNTIME_API")))
+        build = f"build {bundle.build_id}" if bundle else "bridge.py"
+        args = parse_arguments(
+            sys.argv[1:] if argv is None else argv, bool(environ.get("AWS_LAMBDA_RUNTIME_API")), build
+        )
     except SystemExit as exc:  # argparse has printed the usage
         return int(exc.code or 0)
     if args.prepare:

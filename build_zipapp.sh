@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Build dist/bootstrap (or the path given): bridge.py plus its pinned dependencies in one executable
-# zipapp. Needs python3 (3.9+) with pip, and PyPI the first time (wheels are
-# kept in ~/.cache/s3-event-bridge/wheels, or $BRIDGE_WHEELS, and every one is
-# checked against requirements.lock's hashes).
+# Build dist/bootstrap: bridge.py and its pinned dependencies in one executable zipapp.
 #
-# Deterministic: entries sorted, timestamps and modes fixed, so the same inputs
-# give the same bytes. stdlib zipfile writes the sorted archive (zipapp before
-# Python 3.13 adds files in directory order) and stdlib zipapp turns it into
-# the executable with its shebang.
-set -euo pipefail
-cd "$(dirname "$0")"
-PYTHON=${PYTHON:-python3}
-exec "$PYTHON" - "$@" <<'PY'
-import concurrent.futures
+#   bash build_zipapp.sh [OUTPUT]                              universal: any CPython 3.9+, any platform
+#   bash build_zipapp.sh --python 3.12 --platform manylinux_2_28_x86_64 [OUTPUT]    targeted: one of each
+#
+# Needs a CPython 3.9+ with pip ($PYTHON, default python3), and PyPI the first
+# time: wheels are kept in ~/.cache/s3-event-bridge/wheels (or $BRIDGE_WHEELS)
+# and every one is checked against requirements.lock's hashes. This file is
+# both a shell script and the Python program it runs (the next line is a
+# string to Python and `exec` to the shell), so that ruff reads all of it.
+# fmt: off
+''''exec "${PYTHON:-python3}" "$0" "$@" # '''
+# fmt: on
+from __future__ import annotations
+
+import argparse
 import glob
 import hashlib
 import io
 import os
+import py_compile
 import re
 import shutil
 import subprocess
@@ -24,10 +27,11 @@ import sys
 import tempfile
 import zipapp
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
-LOCK = "requirements.lock"
+HERE = os.path.dirname(os.path.abspath(__file__))
+LOCK = os.path.join(HERE, "requirements.lock")
 WHEELS = os.environ.get("BRIDGE_WHEELS") or os.path.expanduser("~/.cache/s3-event-bridge/wheels")
-OUTPUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join("dist", "bootstrap")
 # botocore's models for the services the bridge calls (s3, sqs), and for the
 # credential providers that call AWS themselves (sts: web identity/assume role;
 # sso, sso-oidc: SSO profiles). Everything else is ~25 MB nobody loads.
@@ -43,9 +47,13 @@ import os
 import sys
 
 ARCHIVE = os.path.dirname(os.path.abspath(__file__))
+TAG = "cp%d%d" % sys.version_info[:2]
+ONLY_FOR = {only_for!r}  # a targeted build carries bytecode for one interpreter and no sources
+if ONLY_FOR and TAG != ONLY_FOR:
+    sys.exit("s3-event-bridge: this bootstrap was built for %s only; this is %s" % (ONLY_FOR, TAG))
 # Bytecode compiled at build time for this interpreter, where the build had it:
 # imported straight from the archive. Otherwise bridge.py at the top is used.
-sys.path.insert(0, os.path.join(ARCHIVE, "pyc", "cp%d%d" % sys.version_info[:2]))
+sys.path.insert(0, os.path.join(ARCHIVE, "pyc", TAG))
 
 import bridge  # noqa: E402
 
@@ -54,9 +62,22 @@ if __name__ == "__main__":
 '''
 
 
-def requirements():
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="build_zipapp.sh", description="Build the s3-event-bridge zipapp.")
+    parser.add_argument("output", nargs="?", default=os.path.join(HERE, "dist", "bootstrap"))
+    parser.add_argument("--python", metavar="X.Y", help="targeted: only this CPython (bytecode and jq build)")
+    parser.add_argument("--platform", metavar="TAG", help="targeted: only this platform's jq build, as pip names it")
+    parser.add_argument("--compile-tree", nargs=2, metavar=("SOURCE", "TARGET"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.python and not re.fullmatch(r"3\.\d+", args.python):
+        parser.error(f"--python: expected a version like 3.12, got {args.python!r}")
+    return args
+
+
+def requirements() -> dict[str, tuple[str, list[str]]]:
     """name -> (pin line, hashes) from the lock file."""
-    text = re.sub(r"\\\n\s*", " ", open(LOCK).read())
+    with open(LOCK) as lock:
+        text = re.sub(r"\\\n\s*", " ", lock.read())
     pins = {}
     for line in text.splitlines():
         if line.strip() and not line.startswith("#"):
@@ -65,34 +86,35 @@ def requirements():
     return pins
 
 
-def sha256(path):
+def sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def download(pin, hashes, extra=()):
-    """One wheel, from build/wheels when a file with a listed hash is there."""
+def download(pin: str, hashes: list[str], extra: tuple[str, ...] = ()) -> None:
+    """One wheel, from the wheel cache when a file with a listed hash is there."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as req:
         req.write(f"{pin} " + " ".join(f"--hash=sha256:{h}" for h in hashes) + "\n")
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-           "--only-binary=:all:", "--require-hashes", "-d", WHEELS, "-r", req.name, *extra]
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps"]
+    command = [*pip, "--only-binary=:all:", "--require-hashes", "-d", WHEELS, "-r", req.name, *extra]
     try:
-        offline = subprocess.run([*cmd, "--no-index", "--find-links", WHEELS], capture_output=True)
+        offline = subprocess.run([*command, "--no-index", "--find-links", WHEELS], capture_output=True)
         if offline.returncode != 0:
-            online = subprocess.run(cmd, capture_output=True, text=True)
+            online = subprocess.run(command, capture_output=True, text=True)
             if online.returncode != 0:
                 raise SystemExit(f"pip download {pin} {' '.join(extra)} failed:\n{online.stderr}")
     finally:
         os.unlink(req.name)
 
 
-def fetch_wheels(pins):
-    """The locked wheels, downloaded only when build/wheels lacks one."""
+def fetch_wheels(pins: dict) -> list[str]:
+    """Every locked wheel, downloaded only when the wheel cache lacks one."""
     os.makedirs(WHEELS, exist_ok=True)
     wanted = {h for _, hashes in pins.values() for h in hashes}
 
-    def present():
-        return {os.path.join(WHEELS, n): sha256(os.path.join(WHEELS, n)) for n in os.listdir(WHEELS) if n.endswith(".whl")}
+    def present() -> dict[str, str]:
+        names = [n for n in os.listdir(WHEELS) if n.endswith(".whl")]
+        return {os.path.join(WHEELS, n): sha256(os.path.join(WHEELS, n)) for n in names}
 
     if not wanted <= set(present().values()):
         jobs = [(pin, hashes, ()) for name, (pin, hashes) in pins.items() if name != "jq"]
@@ -102,13 +124,13 @@ def fetch_wheels(pins):
             for platform in JQ_PLATFORMS:
                 extra = ("--python-version", version, "--implementation", "cp", "--abi", abi, "--platform", platform)
                 jobs.append((pin, hashes, extra))
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(4) as pool:
             for future in [pool.submit(download, *job) for job in jobs]:
                 future.result()
     return sorted(path for path, digest in present().items() if digest in wanted)
 
 
-def keep(name):
+def keep(name: str) -> bool:
     """Prune botocore's data to the services used; drop boto3's resource models and caches."""
     parts = name.split("/")
     if "__pycache__" in parts or name.endswith(".pyc") or parts[:2] == ["boto3", "data"]:
@@ -118,7 +140,7 @@ def keep(name):
     return True
 
 
-def jq_folder(wheel):
+def jq_folder(wheel: str) -> str:
     """cp311-manylinux_2_26-x86_64 from jq-1.13.0-cp311-cp311-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl."""
     _, _, python, _, platforms = os.path.basename(wheel)[:-4].split("-")
     first = platforms.split(".")[0]
@@ -128,11 +150,28 @@ def jq_folder(wheel):
     raise SystemExit(f"unexpected jq wheel {wheel}")
 
 
-def stage(wheels):
+def jq_wanted(folder: str, python: str | None, platform: str | None) -> bool:
+    """Whether a jq build serves the target: its interpreter, and a platform the target's libc can load."""
+    tag, libc, arch = folder.split("-")
+    if python and tag != "cp" + python.replace(".", ""):
+        return False
+    if not platform:
+        return True
+    wanted = re.fullmatch(r"(manylinux|musllinux)_(\d+)_(\d+)_(x86_64|aarch64)", platform)
+    family, major, minor = libc.split("_")
+    if not wanted or wanted.group(1) != family or wanted.group(4) != arch:
+        return False
+    return (int(wanted.group(2)), int(wanted.group(3))) >= (int(major), int(minor))
+
+
+def stage(wheels: list[str], python: str | None, platform: str | None) -> dict[str, bytes]:
     """archive path -> bytes, every file that goes into the zipapp."""
-    files = {"bridge.py": open("bridge.py", "rb").read()}
+    with open(os.path.join(HERE, "bridge.py"), "rb") as source:
+        files = {"bridge.py": source.read()}
     for wheel in wheels:
         is_jq = os.path.basename(wheel).startswith("jq-")
+        if is_jq and not jq_wanted(jq_folder(wheel), python, platform):
+            continue
         with zipfile.ZipFile(wheel) as z:
             for info in z.infolist():
                 name = info.filename
@@ -148,41 +187,52 @@ def stage(wheels):
                     files["files/cacert.pem"] = z.read(info)
                 else:
                     files["lib/" + name] = z.read(info)
+    if not any(name.startswith("jq/") for name in files):
+        raise SystemExit(f"no jq build serves --python {python} --platform {platform}: see JQ_PLATFORMS")
     return files
 
 
-COMPILE = """
-import os, py_compile, sys
-source, target = sys.argv[1], sys.argv[2]
-for folder, _, names in os.walk(source):
-    for name in names:
-        if name.endswith(".py"):
-            path = os.path.join(folder, name)
-            relative = os.path.relpath(path, source)
-            py_compile.compile(path, cfile=os.path.join(target, relative[:-3] + ".pyc"), dfile=relative, doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-"""
+def compile_tree(source: str, target: str) -> None:
+    """Run by each interpreter on this very file: sourceless, hash-stamped bytecode of every module."""
+    for folder, _, names in os.walk(source):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                relative = os.path.relpath(path, source)
+                py_compile.compile(
+                    path,
+                    cfile=os.path.join(target, relative[:-3] + ".pyc"),
+                    dfile=relative,
+                    doraise=True,
+                    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+                )
 
 
-def interpreters():
+def interpreters() -> dict[int, str]:
     """minor version -> a CPython 3.9+ of this machine (pyenv's, then PATH's)."""
     pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     found = {}
     for minor in range(9, 20):
-        for candidate in [*sorted(glob.glob(f"{pyenv}/versions/3.{minor}.*/bin/python3.{minor}")), shutil.which(f"python3.{minor}")]:
-            probe = subprocess.run([candidate or "false", "-c", "import sys; print(sys.version_info[1])"], capture_output=True, text=True)
-            if probe.returncode == 0 and probe.stdout.strip() == str(minor):
+        candidates = [*sorted(glob.glob(f"{pyenv}/versions/3.{minor}.*/bin/python3.{minor}"))]
+        candidates.append(shutil.which(f"python3.{minor}") or "false")
+        for candidate in candidates:
+            probe = [candidate, "-c", "import sys; print(sys.version_info[1])"]
+            answer = subprocess.run(probe, capture_output=True, text=True)
+            if answer.returncode == 0 and answer.stdout.strip() == str(minor):
                 found[minor] = candidate
                 break
     return found
 
 
-def compile_trees(files):
-    """pyc/cp3XY/: sourceless, hash-stamped bytecode of every module, per interpreter.
+def compile_trees(files: dict[str, bytes], python: str | None) -> list[str]:
+    """pyc/cp3XY/ for each interpreter this machine has (or the one asked for); return their tags.
 
     zipimport loads these straight from the archive: the interpreters the build
     had start without unpacking or compiling any code.
     """
+    found = interpreters()
+    minors = [int(python.split(".")[1])] if python else sorted(found)
+    tags = []
     with tempfile.TemporaryDirectory() as work:
         source = os.path.join(work, "src")
         for name, data in files.items():
@@ -191,26 +241,37 @@ def compile_trees(files):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as f:
                     f.write(data)
-        for minor, python in sorted(interpreters().items()):
+        for minor in minors:
+            if minor not in found:
+                print(f"note: CPython 3.{minor} is not on this machine: no bytecode for it", file=sys.stderr)
+                continue
             target = os.path.join(work, f"cp3{minor}")
             # A fixed hash seed: frozenset constants are marshalled in hash order.
             env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"}
-            subprocess.run([python, "-s", "-c", COMPILE, source, target], check=True, env=env)
+            command = [found[minor], "-s", os.path.abspath(__file__), "--compile-tree", source, target]
+            subprocess.run(command, check=True, env=env)
             for folder, _, names in os.walk(target):
                 for name in names:
                     path = os.path.join(folder, name)
                     with open(path, "rb") as f:
                         files[f"pyc/cp3{minor}/" + os.path.relpath(path, target)] = f.read()
+            tags.append(f"cp3{minor}")
+    return tags
 
 
-def build_id(files):
+def build_id(files: dict[str, bytes]) -> str:
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     return digest.hexdigest()[:16]
 
 
-def write(files, output):
+def write(files: dict[str, bytes], output: str) -> None:
+    """Sorted entries with fixed times and modes: the same inputs give the same bytes.
+
+    stdlib zipfile writes the archive (zipapp before Python 3.13 adds files in
+    directory order), and stdlib zipapp makes it executable with its shebang.
+    """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
         for name in sorted(files):
@@ -218,18 +279,31 @@ def write(files, output):
             info.external_attr = (0o100755 if name.endswith(".so") else 0o100644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, files[name])
-    os.makedirs(os.path.dirname(output), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     buffer.seek(0)
     zipapp.create_archive(buffer, output, interpreter="/usr/bin/env python3")
     os.chmod(output, 0o755)
 
 
-pins = requirements()
-files = stage(fetch_wheels(pins))
-compile_trees(files)
-identity = build_id(files)
-files["__main__.py"] = MAIN.format(build_id=identity).encode()
-write(files, OUTPUT)
-size = os.path.getsize(OUTPUT)
-print(f"{OUTPUT}: build {identity}, {len(files)} files, {size / 1e6:.1f} MB, sha256 {sha256(OUTPUT)}")
-PY
+def main() -> None:
+    args = parse_arguments()
+    if args.compile_tree:
+        compile_tree(*args.compile_tree)
+        return
+    files = stage(fetch_wheels(requirements()), args.python, args.platform)
+    tags = compile_trees(files, args.python)
+    only_for = tags[0] if args.python and tags else None
+    if only_for:  # the one interpreter it serves has its bytecode: the sources would never be read
+        files = {name: data for name, data in files.items() if not name.startswith("lib/")}
+    identity = build_id(files)
+    files["__main__.py"] = MAIN.format(build_id=identity, only_for=only_for).encode()
+    write(files, args.output)
+    jq = sorted({name.split("/")[1] for name in files if name.startswith("jq/")})
+    size = os.path.getsize(args.output)
+    print(f"{args.output}: build {identity}, {len(files)} files, {size / 1e6:.1f} MB, sha256 {sha256(args.output)}")
+    print(f"  bytecode: {', '.join(tags) or 'none (sources are unpacked and compiled at first start)'}")
+    print(f"  jq builds: {len(jq)}{'' if len(jq) > 4 else ': ' + ', '.join(jq)}")
+
+
+if __name__ == "__main__":
+    main()

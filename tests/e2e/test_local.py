@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -274,3 +275,49 @@ def test_as_pid_1_of_a_container_orphans_are_reaped_and_strays_ended(tmp_path):
     finally:
         if container.poll() is None:
             container.kill()
+
+
+def emf_problems(record: dict) -> list[str]:
+    """What the EMF specification requires that a JSON Schema cannot say: every name a record's
+    directives use is a member of the record, dimensions strings and metrics numbers."""
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests" / "data" / "emf_schema.json").read_text())
+    problems = [error.message for error in jsonschema.Draft202012Validator(schema).iter_errors(record)]
+    for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
+        for name in (name for dimensions in directive["Dimensions"] for name in dimensions):
+            if not isinstance(record.get(name), str) or not 0 < len(record[name]) <= 1024:
+                problems.append(f"dimension {name!r} is not a string member")
+        for metric in directive["Metrics"]:
+            value = record.get(metric["Name"])
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"metric {metric['Name']!r} is not a number member")
+    return problems
+
+
+def test_with_metrics_each_group_summary_is_an_embedded_metric_format_record(tmp_path):
+    bucket = tmp_path / "bucket"
+    for folder in ("ok", "bad", "skip"):
+        (bucket / folder).mkdir(parents=True)
+        (bucket / folder / "input.txt").write_text(folder)
+    handler = 'test "$KEY_PREFIX" != bad/ && cp "$ROOT_FOLDER/input.txt" "$ROOT_FOLDER/copy.bin"'
+    settings = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "METRICS_NAMESPACE": "Pipelines/Test", "MATCH_KEY": r"input\.txt$"}
+    settings.update(
+        AWS_LAMBDA_FUNCTION_NAME="wordcount-map", EXECUTION_FILTER_EXPR='all(.Key | startswith("skip") | not)'
+    )
+    result = local("--bucket-dir", str(bucket), "--all", "--", "/bin/sh", "-c", handler, **settings)
+    records = {line["prefix"]: line for line in map(json.loads, result.stderr.splitlines()) if "outcome" in line}
+    assert sorted(records) == ["bad/", "ok/", "skip/"]
+    for record in records.values():
+        assert emf_problems(record) == [], record
+        (directive,) = record["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "Pipelines/Test" and directive["Dimensions"] == [["function"]]
+        assert record["function"] == "wordcount-map"
+    assert (
+        records["ok/"]["groups_succeeded"],
+        records["bad/"]["groups_failed"],
+        records["skip/"]["groups_skipped"],
+    ) == (1, 1, 1)
+    assert records["ok/"]["uploaded_bytes"] == 2 and records["ok/"]["pulled_files"] == 1
+    metrics = {m["Name"] for m in records["skip/"]["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert "handler_seconds" not in metrics and "handler_seconds" in str(records["ok/"]["_aws"])

@@ -201,10 +201,14 @@ def test_a_corrupted_cache_is_ignored_and_rebuilt(copy, aws_env, s3, bucket, tmp
     assert not (cache / build_id() / ".files.unpacking-killed").exists()
 
 
-def test_two_builds_from_the_same_inputs_are_byte_identical(tmp_path):
+def test_two_builds_from_the_same_inputs_are_byte_identical_and_say_what_went_in(tmp_path):
     second = tmp_path / "bootstrap"
-    subprocess.run(["bash", str(ROOT / "build_zipapp.sh"), str(second)], check=True, capture_output=True, timeout=300)
+    built = subprocess.run(
+        ["bash", str(ROOT / "build_zipapp.sh"), str(second)], check=True, capture_output=True, text=True, timeout=300
+    )
     assert hashlib.sha256(second.read_bytes()).hexdigest() == hashlib.sha256(ZIPAPP.read_bytes()).hexdigest()
+    trees = [f"cp3{minor}" for minor in range(9, 20) if interpreter(minor)]
+    assert f"bytecode: {', '.join(trees)}\n" in built.stdout and "jq builds: 24\n" in built.stdout
 
 
 def dockerfile_steps(path: Path):
@@ -216,55 +220,86 @@ def dockerfile_steps(path: Path):
             yield instruction.upper(), argument.strip()
 
 
-def test_the_dockerfile_steps_reproduced_without_docker_give_a_working_function(aws_env, s3, bucket, tmp_path):
-    """Every step of the Dockerfile runs in a folder standing in for the image's root."""
-    python = interpreter(12) or sys.executable
-    root = tmp_path / "image"
+class Image:
+    """A multi-stage Dockerfile's steps, each stage in a folder standing in for its root filesystem."""
 
-    def inside(path: str) -> Path:
-        return root / path.lstrip("/")
+    def __init__(self, folder: Path, python: str):
+        self.folder, self.python = folder, python
+        self.stages: dict[str, Path] = {}
+        self.root = self.workdir = folder
+        self.env: dict[str, str] = {}
+        self.entrypoint: list[str] = []
 
-    env = {"PATH": f"{Path(python).parent}:/usr/bin:/bin"}
-    workdir, entrypoint = root, None
-    for instruction, argument in dockerfile_steps(ROOT / "Dockerfile"):
-        if instruction == "WORKDIR":
-            workdir = inside(argument)
-            workdir.mkdir(parents=True, exist_ok=True)
-        elif instruction == "COPY":
-            source, target = argument.split()
-            destination = workdir / target if not target.startswith("/") else inside(target)
+    def inside(self, path: str, root: Path | None = None) -> Path:
+        return (root or self.root) / path.lstrip("/")
+
+    def step(self, instruction: str, argument: str) -> None:
+        actions = {"FROM": self.start, "WORKDIR": self.change_folder, "COPY": self.copy, "RUN": self.run}
+        actions.update(ENV=self.set_variable, ENTRYPOINT=self.set_entrypoint)
+        actions[instruction](argument)
+
+    def start(self, argument: str) -> None:
+        self.root = self.workdir = self.folder / f"stage{len(self.stages)}"
+        self.root.mkdir(parents=True)
+        words = argument.split()
+        self.stages[words[-1] if len(words) == 3 else str(len(self.stages))] = self.root
+        self.env = {"PATH": f"{Path(self.python).parent}:/usr/bin:/bin"}  # python:3.12-slim's python3
+
+    def change_folder(self, argument: str) -> None:
+        self.workdir = self.inside(argument)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def copy(self, argument: str) -> None:
+        *sources, target = argument.split()
+        origin = ROOT
+        if sources[0].startswith("--from="):
+            origin = self.stages[sources.pop(0).split("=", 1)[1]]
+        for source in sources:
+            destination = self.inside(target) if target.startswith("/") else self.workdir / target
             if target.endswith("/"):
                 destination = destination / Path(source).name
             destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / source, destination)
-        elif instruction == "RUN":
-            program, *args = shlex.split(argument)
-            assert program == "bootstrap", "the test knows how to run only the bridge's own steps"
-            command = [
-                python,
-                str(inside("/usr/local/bin/bootstrap")),
-                *[str(inside(a)) if a.startswith("/") else a for a in args],
-            ]
-            subprocess.run(command, cwd=workdir, env=env, check=True, capture_output=True, timeout=120)
-        elif instruction == "ENV":
-            name, _, value = argument.partition("=")
-            value = shlex.split(value)[0]
-            env[name] = str(inside(value)) if value.startswith("/") else value
-        elif instruction == "ENTRYPOINT":
-            entrypoint = json.loads(argument)
-    cache = Path(env["S3_EVENT_BRIDGE_CACHE"])
+            shutil.copy2(self.inside(source, origin) if origin is not ROOT else ROOT / source, destination)
+
+    def run(self, argument: str) -> None:
+        program, *args = shlex.split(argument)
+        if program == "bootstrap":  # the bridge's own step: its absolute paths are inside the image
+            command = [self.python, str(self.inside("/usr/bin/bootstrap"))]
+            command += [str(self.inside(a)) if a.startswith("/") else a for a in args]
+        else:
+            command = ["bash", "-c", argument]
+        subprocess.run(command, cwd=self.workdir, env=self.env, check=True, capture_output=True, timeout=300)
+
+    def set_variable(self, argument: str) -> None:
+        name, _, value = argument.partition("=")
+        value = shlex.split(value)[0]
+        self.env[name] = str(self.inside(value)) if value.startswith("/") else value
+
+    def set_entrypoint(self, argument: str) -> None:
+        self.entrypoint = json.loads(argument)
+
+
+def test_the_dockerfile_steps_reproduced_without_docker_give_a_working_function(aws_env, s3, bucket, tmp_path):
+    """Every step of the multi-stage Dockerfile runs, each stage in a folder standing in for its root."""
+    python = interpreter(12)
+    if python is None:
+        pytest.skip("CPython 3.12 (the image's python) is not installed on this machine")
+    image = Image(tmp_path / "image", python)
+    for instruction, argument in dockerfile_steps(ROOT / "Dockerfile"):
+        image.step(instruction, argument)
+    bootstrap = image.inside(image.entrypoint[0])
+    assert image.entrypoint[0] == "/usr/bin/bootstrap" and bootstrap.stat().st_size < 4_000_000
+    with zipfile.ZipFile(bootstrap) as z:
+        trees = {n.split("/")[1] for n in z.namelist() if n.startswith(("pyc/", "jq/"))}
+    assert trees == {"cp312", f"cp312-manylinux_2_26-{os.uname().machine}"}
+    cache = Path(image.env["S3_EVENT_BRIDGE_CACHE"])
     prepared = sorted(str(p) for p in cache.rglob("*"))
     put(s3, bucket, "d/input.txt", "from the image")
     api = RuntimeApiServer()
-    command = [python, str(inside(entrypoint[0])), *entrypoint[1:]]
+    command = [python, "-I", "-S", str(bootstrap), *image.entrypoint[1:]]
     with open(tmp_path / "log", "wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=workdir,
-            env={**env, **lambda_env(aws_env, api), "PATH": env["PATH"]},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        env = {**image.env, **lambda_env(aws_env, api), "PATH": image.env["PATH"]}
+        process = subprocess.Popen(command, cwd=image.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             result = api.invoke("r1", s3_event(bucket, "d/input.txt"), timeout=60)
         finally:
@@ -324,3 +359,44 @@ def test_a_read_only_cache_prepared_by_another_build_gives_way_to_a_private_fold
     log = (tmp_path / "log").read_text()
     assert "S3_EVENT_BRIDGE_CACHE: cannot use" in log and "Read-only file system" in log
     assert (private_tmp / f"s3eb-cache-{os.geteuid()}" / build_id() / "files" / ".complete").exists()
+
+
+def build(*args: str) -> subprocess.CompletedProcess:
+    command = ["bash", str(ROOT / "build_zipapp.sh"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+
+
+def test_a_targeted_build_carries_one_jq_build_and_one_bytecode_tree_and_runs_isolated(aws_env, s3, bucket, tmp_path):
+    minor, machine = sys.version_info[1], os.uname().machine
+    target = tmp_path / "bootstrap"
+    built = build("--python", f"3.{minor}", "--platform", f"manylinux_2_28_{machine}", str(target))
+    assert f"bytecode: cp3{minor}\n" in built.stdout
+    assert f"jq builds: 1: cp3{minor}-manylinux_2_26-{machine}" in built.stdout
+    with zipfile.ZipFile(target) as z:
+        tops = {name.split("/")[0] for name in z.namelist()}
+        trees = {name.split("/")[1] for name in z.namelist() if name.startswith(("pyc/", "jq/"))}
+    assert tops == {"__main__.py", "bridge.py", "files", "jq", "pyc"} and len(trees) == 2
+    assert target.stat().st_size < 4_000_000
+    put(s3, bucket, "t/input.txt", "abc")
+    env = lambda_env(aws_env, None, S3_EVENT_BRIDGE_CACHE=str(tmp_path / "cache"), EXECUTION_FILTER_EXPR="length == 1")
+    python = interpreter(minor) or sys.executable
+    invoke_once([python, "-I", "-S", str(target), *UPPERCASE], env, tmp_path / "log", s3_event(bucket, "t/input.txt"))
+    assert read(s3, bucket, "t/output.txt") == b"ABC"
+    other = interpreter(minor - 1) or interpreter(minor + 1)
+    if other:
+        refused = subprocess.run([other, "-I", "-S", str(target), "--version"], capture_output=True, text=True)
+        assert refused.returncode == 1 and f"built for cp3{minor} only" in refused.stderr
+
+
+def test_a_targeted_build_for_an_interpreter_this_machine_lacks_says_so(tmp_path):
+    missing = next((m for m in range(9, 15) if interpreter(m) is None), None)
+    if missing is None:
+        pytest.skip("every CPython 3.9-3.14 is installed here")
+    built = build("--python", f"3.{missing}", "--platform", "musllinux_1_2_aarch64", str(tmp_path / "bootstrap"))
+    assert f"CPython 3.{missing} is not on this machine" in built.stderr
+    assert "bytecode: none (sources are unpacked and compiled at first start)" in built.stdout
+
+
+def test_version_names_the_release_and_the_build(copy):
+    shown = subprocess.run([sys.executable, "-I", "-S", str(copy), "--version"], capture_output=True, text=True)
+    assert shown.stdout.strip() == f"s3-event-bridge 0.1.0 (build {build_id()})"

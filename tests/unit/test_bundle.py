@@ -1,6 +1,7 @@
 """The zipapp's bundle logic: jq build selection, and unpacking once, safely."""
 
 import os
+import sys
 import tempfile
 import zipfile
 
@@ -90,7 +91,14 @@ def test_a_world_writable_cache_folder_is_not_trusted(tmp_path):
     assert bridge._usable(dest)
 
 
-def test_with_a_umask_of_0_no_cache_folder_or_lock_is_writable_by_others(tmp_path):
+@pytest.fixture
+def isolated_imports(monkeypatch):
+    """Activating a bundle changes sys.path and sys.meta_path: give them back afterwards."""
+    monkeypatch.setattr(sys, "path", sys.path[:])
+    monkeypatch.setattr(sys, "meta_path", sys.meta_path[:])
+
+
+def test_with_a_umask_of_0_no_cache_folder_or_lock_is_writable_by_others(tmp_path, isolated_imports):
     bundle = make_bundle(tmp_path)
     previous = os.umask(0)
     try:
@@ -104,7 +112,9 @@ def test_with_a_umask_of_0_no_cache_folder_or_lock_is_writable_by_others(tmp_pat
             assert path.stat().st_mode & 0o022 == 0, f"{path} is writable by others"
 
 
-def test_a_cache_that_others_can_write_gives_way_to_a_private_folder_with_a_warning(tmp_path, monkeypatch, capsys):
+def test_a_cache_that_others_can_write_gives_way_to_a_private_folder_with_a_warning(
+    tmp_path, monkeypatch, capsys, isolated_imports
+):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     shared = tmp_path / "shared"
@@ -124,3 +134,12 @@ def test_a_lock_file_of_another_user_is_not_used(tmp_path):
     os.chown(cache / ".lib.lock", 65534, 65534)
     with pytest.raises(OSError, match="belongs to another user"):
         bundle.unpack("lib/", str(cache / "lib"))
+
+
+def test_on_musl_confstr_raises_and_the_musl_jq_build_is_chosen(monkeypatch):
+    def musl_confstr(name):
+        raise OSError(22, "Invalid argument")  # what CPython on musl raises for CS_GNU_LIBC_VERSION
+
+    monkeypatch.setattr(os, "confstr", musl_confstr)
+    assert bridge.running_glibc() is None
+    assert bridge.select_jq_build(BUILDS, (3, 11), "x86_64", bridge.running_glibc()) == "cp311-musllinux_1_2-x86_64"

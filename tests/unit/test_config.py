@@ -90,10 +90,15 @@ BAD = [
     ({"TRANSFER_CONCURRENCY": "0"}, "TRANSFER_CONCURRENCY"),
     ({"AWS_LAMBDA_LOG_LEVEL": "LOUD"}, "AWS_LAMBDA_LOG_LEVEL"),
     ({"AWS_LAMBDA_LOG_FORMAT": "XML"}, "AWS_LAMBDA_LOG_FORMAT"),
+    ({"METRICS_NAMESPACE": "Pipelines"}, "METRICS_NAMESPACE"),
+    ({"METRICS_NAMESPACE": "AWS/Lambda", "AWS_LAMBDA_LOG_FORMAT": "JSON"}, "METRICS_NAMESPACE"),
+    ({"METRICS_NAMESPACE": "bad\nname", "AWS_LAMBDA_LOG_FORMAT": "JSON"}, "METRICS_NAMESPACE"),
+    ({"SQS_VISIBILITY_TIMEOUT": "43201"}, "SQS_VISIBILITY_TIMEOUT"),
+    ({"TRANSFER_CONCURRENCY": "1001"}, "TRANSFER_CONCURRENCY"),
 ]
 
 
-@pytest.mark.parametrize("env, variable", BAD, ids=[v for _, v in BAD])
+@pytest.mark.parametrize("env, variable", BAD, ids=[f"{v}={list(e.values())}" for e, v in BAD])
 def test_a_bad_value_is_refused_naming_its_variable(env, variable):
     env = {"HANDLER_COMMAND": "x", **env} if variable != "HANDLER_COMMAND" else env
     with pytest.raises(bridge.ConfigError) as caught:

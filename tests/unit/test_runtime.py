@@ -142,3 +142,11 @@ def test_stale_work_folders_are_removed_but_live_ones_kept(tmp_path):
 def test_a_runtime_api_address_that_cannot_be_read_is_a_config_error(address):
     with pytest.raises(bridge.ConfigError, match="AWS_LAMBDA_RUNTIME_API"):
         bridge.RuntimeApi(address)
+
+
+def test_help_lists_the_four_modes_and_prepare_one_line_each(capsys):
+    assert bridge.main(["--help"], environ={}) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in ("lambda", "run", "consume", "local", "--prepare DIR"):
+        (line,) = [line.strip() for line in lines if line.strip().startswith(f"{name} ")]
+        assert line[len(name) :].strip(), f"{name} has its help on the same line"
