@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import errno
 import fcntl
 import functools
 import hashlib
@@ -124,8 +125,24 @@ class Bundle:
         _trusted_folder(cache_root)
         if not __file__.endswith(".pyc"):
             sys.path.insert(0, self.unpack("lib/", os.path.join(home, "lib")))
-        sys.meta_path.insert(0, _BundledJqFinder(self, home))
         return self.unpack("files/", os.path.join(home, "files"))
+
+    def load_jq(self, cache_root: str) -> str:
+        """Unpack this interpreter's jq build and put it on sys.path; return its folder.
+
+        An interpreter with no build gets an ImportError that lists the builds
+        inside, which the filter's configuration error passes on.
+        """
+        import platform
+
+        builds, python = self.jq_builds(), sys.version_info[:2]
+        build = select_jq_build(builds, python, platform.machine(), running_glibc())
+        if build is None:
+            here = f"CPython {python[0]}.{python[1]} on {platform.machine()} ({'glibc' if running_glibc() else 'musl'})"
+            raise ImportError(f"this bootstrap has no jq build for {here}; builds inside: {', '.join(builds)}")
+        folder = self.unpack(f"jq/{build}/", os.path.join(cache_root, self.build_id, f"jq-{build}"))
+        sys.path.insert(0, folder)
+        return folder
 
     def unpack(self, member_prefix: str, dest: str) -> str:
         """Unpack members into dest once, safely when processes race to do it.
@@ -202,24 +219,34 @@ def _trusted_folder(path: str) -> None:
         raise OSError(f"{path} is not a folder that only its owner (this user or root) can write")
 
 
+#: Set by the zipapp: puts the bundled jq build for this interpreter on sys.path, when a filter needs it.
+jq_loader: Callable[[], str] | None = None
+
+
 def activate_bundle(bundle: Bundle, configured: str | None) -> str:
     """Activate the bundle in S3_EVENT_BRIDGE_CACHE, else in a folder private to this user.
 
     A configured cache that cannot be used (a read-only image prepared by
-    another build, a folder others can write) gives way to the private one,
-    with a warning: Lambda's /tmp is always writable.
+    another build, or without this interpreter's jq build; a folder others
+    can write) gives way to the private one, with a warning: Lambda's /tmp
+    is always writable.
     """
-    private = os.path.join(tempfile.gettempdir(), f"s3eb-cache-{os.geteuid()}")
+    global jq_loader
+    roots = [os.path.join(tempfile.gettempdir(), f"s3eb-cache-{os.geteuid()}")]
     if configured:
+        roots.insert(0, os.path.abspath(configured))
+    jq_loader = functools.lru_cache(maxsize=None)(functools.partial(_in_first_usable, roots, bundle.load_jq))
+    return _in_first_usable(roots, bundle.activate)
+
+
+def _in_first_usable(roots: Sequence[str], use: Callable[[str], str]) -> str:
+    for root in roots[:-1]:
         try:
-            return bundle.activate(os.path.abspath(configured))
+            return use(root)
         except OSError as exc:
-            print(
-                f"s3-event-bridge: warning: {BUNDLE_CACHE_VARIABLE}: cannot use {configured} ({exc});"
-                f" unpacking into {private}",
-                file=sys.stderr,
-            )
-    return bundle.activate(private)
+            warning = f"{BUNDLE_CACHE_VARIABLE}: cannot use {root} ({exc}); unpacking into {roots[-1]}"
+            print(f"s3-event-bridge: warning: {warning}", file=sys.stderr)
+    return use(roots[-1])
 
 
 def _discard(path: str) -> None:
@@ -263,32 +290,6 @@ def running_glibc() -> tuple[int, int] | None:
         return None
 
 
-class _BundledJqFinder:
-    """Import hook: `import jq` unpacks the bundled build for this interpreter.
-
-    An interpreter with no build gets an ImportError that lists the builds
-    inside, which the filter's configuration error passes on.
-    """
-
-    def __init__(self, bundle: Bundle, home: str) -> None:
-        self.bundle, self.home = bundle, home
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "jq":
-            return None
-        import importlib.machinery
-        import platform
-
-        builds = self.bundle.jq_builds()
-        python = sys.version_info[:2]
-        build = select_jq_build(builds, python, platform.machine(), running_glibc())
-        if build is None:
-            here = f"CPython {python[0]}.{python[1]} on {platform.machine()} ({'glibc' if running_glibc() else 'musl'})"
-            raise ImportError(f"this bootstrap has no jq build for {here}; builds inside: {', '.join(builds)}")
-        folder = self.bundle.unpack(f"jq/{build}/", os.path.join(self.home, f"jq-{build}"))
-        return importlib.machinery.PathFinder.find_spec(name, [folder])
-
-
 def prepare_bundle(bundle: Bundle, cache_root: str) -> int:
     """Unpack and byte-compile at image build time, so a cold start unpacks nothing."""
     import compileall
@@ -297,7 +298,7 @@ def prepare_bundle(bundle: Bundle, cache_root: str) -> int:
     if os.path.isdir(os.path.join(home, "lib")):
         compileall.compile_dir(os.path.join(home, "lib"), quiet=1, workers=0)
     try:
-        import jq  # noqa: F401 - unpacks this interpreter's jq build into the cache
+        bundle.load_jq(os.path.abspath(cache_root))
     except ImportError as exc:
         print(f"note: {exc}", file=sys.stderr)
     print(f"prepared {home}; run with {BUNDLE_CACHE_VARIABLE}={os.path.abspath(cache_root)}")
@@ -352,19 +353,19 @@ _POSIX_CLASSES = {
 }
 #: Unicode's White_Space, the crate's `\s` (Python's also has \x1c-\x1f).
 _SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_ESCAPES = {
+_ESCAPES = {  # each one item, so that a repetition after it repeats all of it
     "z": r"\Z",
-    "<": r"\b(?=\w)",
-    ">": r"\b(?<=\w)",
+    "<": r"(?:\b(?=\w))",
+    ">": r"(?:\b(?<=\w))",
     "s": f"[{_SPACE}]",
     "S": f"[^{_SPACE}]",
-    "b{start}": r"\b(?=\w)",
-    "b{end}": r"\b(?<=\w)",
-    "b{start-half}": r"(?<!\w)",
-    "b{end-half}": r"(?!\w)",
+    "b{start}": r"(?:\b(?=\w))",
+    "b{end}": r"(?:\b(?<=\w))",
+    "b{start-half}": r"(?:(?<!\w))",
+    "b{end-half}": r"(?:(?!\w))",
 }
 _SPECIAL_ESCAPE = re.compile(r"\\(x\{([0-9A-Fa-f]{1,8})\}|b\{[a-z-]*\}|[pP]|.)", re.DOTALL)
-_COUNTED = re.compile(r"\{\s*(\d+)\s*(?:(,)\s*(\d*)\s*)?\}")
+_COUNTED = re.compile(r"\{\s*([0-9]+)\s*(?:(,)\s*([0-9]*)\s*)?\}")
 _FLAG_GROUP = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])")
 _POSIX_CLASS = re.compile(r"\[:(\^?)([a-z]+):\]")
 
@@ -470,6 +471,8 @@ class _RegexTranslation:
         named = _POSIX_CLASS.match(self.pattern, self.at)
         if not named or named.group(1) or named.group(2) not in _POSIX_CLASSES:
             raise ValueError("nested or negated classes inside a character class are not supported")
+        if self.pattern[self.at - 1] == "-" or self.pattern.startswith("-", named.end()):
+            raise ValueError("a - beside a class like [:alpha:] reads as a range in Python: escape it as \\-")
         self.at = named.end()
         return _POSIX_CLASSES[named.group(2)]
 
@@ -515,8 +518,10 @@ def compile_filter(expression: str, variable: str) -> Any:
     # here keeps start-up lean and lets an interpreter without a jq build run
     # every configuration that has no filter.
     try:
+        if jq_loader is not None:
+            jq_loader()
         import jq
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:
         raise ConfigError(f"{variable}: the jq module cannot be loaded here: {exc}") from None
     try:
         return jq.compile(expression)
@@ -608,7 +613,7 @@ class Config:
     function_name: str = "s3-event-bridge"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
+    def from_env(cls, environ: Mapping[str, str], argv: Sequence[str] = (), handler_needed: bool = True) -> Config:
         match_key = _text(environ, "MATCH_KEY")
         pull_match_keys = [p.strip() for p in _text(environ, "PULL_MATCH_KEYS").split(",")]
         level = _text(environ, "AWS_LAMBDA_LOG_LEVEL").upper() or "INFO"
@@ -621,7 +626,7 @@ class Config:
             raise ConfigError(f"AWS_LAMBDA_LOG_FORMAT: {log_format!r} is neither Text nor JSON")
         namespace = _metrics_namespace(environ, log_format)
         return cls(
-            handler=_handler_command(environ, argv),
+            handler=_handler_command(environ, argv) if handler_needed else (),
             match_key=compile_regex(match_key, "MATCH_KEY") if match_key else None,
             pull_parent_dirs=_number(environ, "PULL_PARENT_DIRS", 0, low=float("-inf")),
             pull_match_keys=tuple(compile_regex(p, "PULL_MATCH_KEYS") for p in pull_match_keys if p),
@@ -800,6 +805,29 @@ def parse_sqs_record(record: Any) -> Message:
         return Message(message_id, error=str(exc))
 
 
+def is_batch_operations(payload: Any) -> bool:
+    return isinstance(payload, dict) and "invocationSchemaVersion" in payload and "tasks" in payload
+
+
+def parse_batch_task(task: Any) -> Message:
+    """One S3 Batch Operations task (schema 1.0: s3BucketArn; 2.0: s3Bucket) as a message named by its taskId.
+
+    Its key is URL-encoded, as in notifications. A task that names no usable
+    object spoils only itself.
+    """
+    task_id = task.get("taskId") if isinstance(task, dict) else None
+    if not isinstance(task_id, str):
+        raise EventError("a Batch Operations task has no taskId; cannot report its result")
+    bucket = task.get("s3Bucket") or str(task.get("s3BucketArn", "")).rpartition(":")[2]
+    key = task.get("s3Key")
+    if not isinstance(bucket, str) or not bucket or "/" in bucket or not isinstance(key, str):
+        return Message(task_id, error="the task names no bucket and key")
+    try:
+        return Message(task_id, (ObjectRef(bucket, decode_key(key, bucket)),))
+    except EventError as exc:
+        return Message(task_id, error=str(exc))
+
+
 ###############################################################################
 # Grouping and key -> path mapping
 ###############################################################################
@@ -881,19 +909,23 @@ def file_digest(path: str, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-def walk_tree(root: str, repair: bool = False) -> Iterator[tuple[int, str, str, os.stat_result]]:
+def walk_tree(root: str, own: bool = False) -> Iterator[tuple[int, str, str, os.stat_result]]:
     """Every entry under root, each folder after its contents: (fd of its folder, name, path, lstat).
 
     Iterative, with one folder open at a time, climbing back through `..`
     (checked to be the folder it came from): neither the recursion limit,
     nor PATH_MAX, nor the open-file limit bounds the depth. Links are never
-    followed. An entry that vanishes mid-walk is skipped; any other error
-    is raised with the entry's path, never skipped. `repair` first gives the
-    owner read, write and search permission on folders and read permission
-    on files: the bridge owns what a handler leaves in its work folder.
+    followed. An entry that vanishes mid-walk is skipped; any other error is
+    raised with the entry's path, never skipped. A tree that is the bridge's
+    `own` (what a handler left in a work folder) is opened up where the
+    handler closed it, and a mount point in it is an error: reading or
+    removing it would reach into another filesystem.
     """
+    if own:
+        _refuse_mounts(root)
     fd = os.open(root, _DIRECTORY)
     levels = [(os.listdir(fd), "", os.fstat(fd))]
+    device = levels[0][2].st_dev if own else None
     try:
         while levels:
             names, folder, info = levels[-1]
@@ -906,7 +938,9 @@ def walk_tree(root: str, repair: bool = False) -> Iterator[tuple[int, str, str, 
             name = names.pop()
             path = f"{folder}/{name}" if folder else name
             try:
-                entry = _lstat(fd, name, repair)
+                entry = _lstat(fd, name, own)
+                if stat.S_ISDIR(entry.st_mode) and device not in (None, entry.st_dev):
+                    raise OSError(errno.EXDEV, "a mount point: not crossed")
                 if stat.S_ISDIR(entry.st_mode):
                     child = os.open(name, _DIRECTORY, dir_fd=fd)
                     os.close(fd)
@@ -922,12 +956,37 @@ def walk_tree(root: str, repair: bool = False) -> Iterator[tuple[int, str, str, 
         os.close(fd)
 
 
-def _lstat(fd: int, name: str, repair: bool) -> os.stat_result:
+def _lstat(fd: int, name: str, own: bool) -> os.stat_result:
     info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-    wanted = 0o700 if stat.S_ISDIR(info.st_mode) else 0o400 if stat.S_ISREG(info.st_mode) else 0
-    if repair and info.st_mode & wanted != wanted:
-        os.chmod(name, stat.S_IMODE(info.st_mode) | wanted, dir_fd=fd)
+    if own:
+        _open_up(info, name, fd)
     return info
+
+
+def _refuse_mounts(root: str) -> None:
+    """Raise for a mount point under root, bind mounts of the same filesystem included (where /proc says)."""
+    top = os.path.realpath(root) + "/"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+            points = [line.split()[4] for line in mounts]
+    except OSError:  # no /proc: the walk's own check of devices is what is left
+        return
+    for point in points:
+        point = re.sub(r"\\([0-7]{3})", lambda escaped: chr(int(escaped.group(1), 8)), point)
+        if point.startswith(top):
+            raise OSError(errno.EXDEV, "a mount point: not crossed", point)
+
+
+def _open_up(info: os.stat_result, name: str, fd: int | None = None) -> None:
+    """Give the owner read and search on its folder, or read on its file, where it lacks them.
+
+    Only for what this (non-root) user owns: root needs no such help, and a
+    link swapped in after the lstat could then only lead to this user's own
+    files, which the same user could change anyway.
+    """
+    wanted = 0o700 if stat.S_ISDIR(info.st_mode) else 0o400 if stat.S_ISREG(info.st_mode) else 0
+    if info.st_mode & wanted != wanted and os.geteuid() != 0 and info.st_uid == os.geteuid():
+        os.chmod(name, stat.S_IMODE(info.st_mode) | wanted, dir_fd=fd)
 
 
 def _climb(fd: int, parent: os.stat_result, folder: str) -> int:
@@ -949,9 +1008,8 @@ def remove_tree(path: str) -> None:
     if not stat.S_ISDIR(info.st_mode):
         os.unlink(path)
         return
-    if info.st_mode & 0o700 != 0o700:
-        os.chmod(path, 0o700)
-    for fd, name, _, entry in walk_tree(path, repair=True):
+    _open_up(info, path)
+    for fd, name, _, entry in walk_tree(path, own=True):
         if stat.S_ISDIR(entry.st_mode):
             os.rmdir(name, dir_fd=fd)
         else:
@@ -1055,10 +1113,12 @@ class S3Store:
         return self._manager
 
     def list_objects(self, bucket: str, prefix: str) -> list[dict]:
-        objects = []
+        return list(self.objects(bucket, prefix))
+
+    def objects(self, bucket: str, prefix: str) -> Iterator[dict]:
+        """Every object under the prefix, page after page, as they arrive."""
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            objects.extend(_object_shape(item) for item in page.get("Contents", ()))
-        return objects
+            yield from (_object_shape(item) for item in page.get("Contents", ()))
 
     def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> list[str]:
         """Fetch (object, path) pairs; return each file's sha256."""
@@ -1143,14 +1203,38 @@ class LocalStore:
         return digests
 
     def upload(self, bucket: str, items: Sequence[tuple[str, str]]) -> None:
-        """Copy outputs in; each appears whole (rename), as an S3 object would."""
+        """Copy outputs in; each appears whole (rename), as an S3 object would.
+
+        Folders are made one by one and never through a link, so an output
+        cannot land outside the bucket's folder.
+        """
         for source, key in items:
-            target = self.path(bucket, key)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            partial = f"{target}{PARTIAL_SUFFIX}"
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
+            *folders, name = key.split("/")
+            fd = _open_folders(self.folders[bucket], folders)
+            try:
+                partial = os.open(
+                    name + PARTIAL_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=fd
+                )
+                with open(source, "rb") as reader, open(partial, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, CHUNK)
+                os.replace(name + PARTIAL_SUFFIX, name, src_dir_fd=fd, dst_dir_fd=fd)
+            finally:
+                os.close(fd)
             self.written.append(ObjectRef(bucket, key))
+
+
+def _open_folders(top: str, names: Sequence[str]) -> int:
+    """The folder top/names..., made where missing; a link on the way raises OSError."""
+    fd = os.open(top, _DIRECTORY)
+    for name in names:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o777, dir_fd=fd)
+        try:
+            child = os.open(name, _DIRECTORY, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
 
 
 class _KnownSize:
@@ -1223,7 +1307,7 @@ def regular_files(root: str) -> dict[str, tuple[str, int]]:
     cannot be read must not be silently left out.
     """
     found = {}
-    for _, _, relative, info in walk_tree(root, repair=True):
+    for _, _, relative, info in walk_tree(root, own=True):
         if stat.S_ISREG(info.st_mode):
             found[relative] = (os.path.join(root, *relative.split("/")), info.st_size)
         elif not stat.S_ISDIR(info.st_mode):
@@ -1265,13 +1349,15 @@ class Supervisor:
     """The process's lifecycle in one place: the running handler, and what a signal stops.
 
     Work runs on a thread (`run`); the main thread waits for it to end or for
-    SIGTERM/SIGINT, whose handler only wakes it. Once a signal is seen nothing
-    new starts: work and handlers start under `lock`, which the decision also
-    takes, so none slips in after it. Idle work (waiting for messages) is
-    left at once. Busy work gets `grace` seconds, then the handler's process
-    group gets SIGTERM, KILL_GRACE_SECONDS later SIGKILL, and the process
-    ends EXIT_MARGIN_SECONDS after that whatever still runs (a transfer cannot
-    be cut short otherwise). Unfinished work is never acknowledged.
+    SIGTERM/SIGINT, whose handler only wakes it (listened for from the very
+    start, so a signal during start-up is not lost). Once a signal is seen
+    nothing new starts: work and handlers start under `lock`, which the
+    decision also takes, so none slips in after it. Idle work (waiting for
+    messages) is left at once. Busy work gets `grace` seconds, then the
+    handler's process group gets SIGTERM, KILL_GRACE_SECONDS later SIGKILL,
+    and the process ends EXIT_MARGIN_SECONDS after that whatever still runs
+    (a transfer cannot be cut short otherwise). A handler ended this way has
+    failed, whatever its exit status. Unfinished work is never acknowledged.
 
     With `reap` (the program, not a library caller), the process makes itself
     a child subreaper (Linux): a handler's descendants that left its process
@@ -1285,11 +1371,28 @@ class Supervisor:
         self.signum = 0
         self.busy = False
         self.handler_group: int | None = None
+        self.handler_ended = False
         self.lock = threading.Lock()
+        self.wake = self.waker = -1
 
     @property
     def stopping(self) -> bool:
         return bool(self.signum)
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[None]:
+        """Hear SIGTERM and SIGINT from now on (the wakeup fd records them), and no longer afterwards."""
+        self.wake, self.waker = os.pipe()
+        os.set_blocking(self.waker, False)
+        previous = [signal.signal(signum, _wake_only) for signum in STOP_SIGNALS]
+        previous_fd = signal.set_wakeup_fd(self.waker)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.set_wakeup_fd(previous_fd)
+            for signum, handler in zip(STOP_SIGNALS, previous):
+                signal.signal(signum, handler)
 
     def begin_work(self) -> bool:
         """Mark the work thread busy; False once stopping, and then it must start nothing."""
@@ -1313,18 +1416,13 @@ class Supervisor:
                 raise GroupError("shutting down: the handler was not started")
             try:
                 process = subprocess.Popen(list(command), env=dict(env), start_new_session=True)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
-            self.handler_group = process.pid
+            self.handler_group, self.handler_ended = process.pid, False
         try:
-            return process.wait(timeout=timeout)
+            status = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=KILL_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait()
+            _end_group(process)
             raise GroupError(f"handler timed out after {timeout:.1f}s") from None
         finally:
             with self.lock:
@@ -1332,26 +1430,25 @@ class Supervisor:
             _signal_group(process.pid, signal.SIGKILL)
             if self.reap:
                 end_strays()
+        if self.handler_ended:
+            raise GroupError(f"handler ended by shutdown (its exit status {status} does not count)")
+        return status
 
-    def run(self, work: Callable[[], int], stopped: int) -> int:
-        """Run work on a thread; its exit status, or `stopped` if a signal ended it first."""
-        wake, waker = os.pipe()
-        os.set_blocking(waker, False)
-        previous = [signal.signal(signum, _wake_only) for signum in STOP_SIGNALS]
-        previous_fd = signal.set_wakeup_fd(waker)
+    def run(self, work: Callable[[], int], stopped: int, cut: int = 1) -> int:
+        """Run work on a thread; its exit status, `stopped` if a signal ended it while idle,
+        or `cut` (at the hard deadline) if busy work had to be left unfinished."""
         status: list[int] = []
-        threading.Thread(target=_work_thread, args=(work, status, waker), daemon=True).start()
-        try:
-            event = os.read(wake, 1)[0]
-            if event:
-                self._stop(event, wake, stopped)
-            return status[0] if status else stopped
-        finally:
-            signal.set_wakeup_fd(previous_fd)
-            for signum, handler in zip(STOP_SIGNALS, previous):
-                signal.signal(signum, handler)
+        threading.Thread(target=_work_thread, args=(work, status, self.waker), daemon=True).start()
+        event = os.read(self.wake, 1)[0]
+        if event:
+            self._stop(event, cut)
+        return status[0] if status else stopped
 
-    def _stop(self, signum: int, wake: int, stopped: int) -> None:
+    def _stop(self, signum: int, cut: int) -> None:
+        # A deadline the kernel keeps, even should this thread never run again
+        # (a jq filter holding the interpreter, a blocked stderr): SIGALRM ends the process.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(int(self.grace + KILL_GRACE_SECONDS + EXIT_MARGIN_SECONDS) + 2)
         with self.lock:
             self.signum, idle = signum, not self.busy
         if idle:
@@ -1359,16 +1456,19 @@ class Supervisor:
             return
         log.warning("signal %d: taking no new work; the running group has %.0fs to finish", signum, self.grace)
         for seconds, end_with in ((self.grace, signal.SIGTERM), (KILL_GRACE_SECONDS, signal.SIGKILL)):
-            if _work_done(wake, seconds):
+            if _work_done(self.wake, seconds):
                 return
             with self.lock:
                 if self.handler_group is not None:
+                    self.handler_ended = True
                     _signal_group(self.handler_group, end_with)
-        if not _work_done(wake, EXIT_MARGIN_SECONDS):
-            if self.reap:
-                end_strays()
-            log.error("stopping now, with the running group unfinished: its messages are not acknowledged")
-            os._exit(stopped)
+        if not _work_done(self.wake, EXIT_MARGIN_SECONDS):
+            try:
+                log.error("stopping now, with the running group unfinished: its messages are not acknowledged")
+                if self.reap:
+                    end_strays()
+            finally:
+                os._exit(cut)
 
 
 def _wake_only(signum: int, frame: Any) -> None:
@@ -1394,6 +1494,16 @@ def _work_done(wake: int, seconds: float) -> bool:
     return False
 
 
+def _end_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the handler's group, then SIGKILL if it is not gone after KILL_GRACE_SECONDS."""
+    _signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
@@ -1410,13 +1520,22 @@ def become_subreaper() -> bool:
 
 
 def end_strays() -> None:
-    """Kill and reap the processes a handler left outside its process group (re-parented here)."""
-    while strays := _stray_children():
+    """Kill and reap the processes a handler left outside its process group (re-parented here).
+
+    One this user may not signal (another user's, in this PID namespace) is
+    spared, and reaped only if it has already exited.
+    """
+    spared: set[int] = set()
+    while strays := [pid for pid in _stray_children() if pid not in spared]:
         for pid in strays:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(pid, signal.SIGKILL)
+            except PermissionError:
+                spared.add(pid)
+            except ProcessLookupError:
+                pass
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+                os.waitpid(pid, os.WNOHANG if pid in spared else 0)
 
 
 def _stray_children() -> list[int]:
@@ -1444,25 +1563,70 @@ def _stray_children() -> list[int]:
 WORK_PREFIX = "s3eb-work-"
 
 
-def make_work_folder(parent: str | None = None) -> tuple[str, int]:
-    """A new work folder, and the descriptor holding its exclusive flock.
+@dataclass(frozen=True)
+class WorkFolder:
+    """A folder of the bridge's own, under an exclusive flock while in use.
 
-    The lock tells another process's start-up sweep that the folder is live
-    (it works across PID namespaces, unlike a PID). A sweep can still catch a
-    folder between mkdtemp and flock, but it removes a folder only while
-    holding its lock: so the folder is checked once locked, and made anew if
-    it went. To a sweep, making and locking are then one step.
+    The handler works in `root` inside it, so nothing it does to its own
+    folder touches the lock, which tells another process's start-up sweep
+    that the folder is live (across PID namespaces, unlike a PID).
     """
-    while True:
-        path = tempfile.mkdtemp(prefix=WORK_PREFIX, dir=parent)
+
+    path: str
+    fd: int
+
+    @property
+    def root(self) -> str:
+        return os.path.join(self.path, "root")
+
+    def reclaim(self) -> None:
+        """After the handler: check it is still the folder locked, and give back the permissions the handler took."""
         try:
-            fd = os.open(path, _DIRECTORY)
+            if _still_at(self.path, self.fd):
+                os.fchmod(self.fd, 0o700)
+                info = os.stat("root", dir_fd=self.fd, follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    _open_up(info, "root", self.fd)
+                    return
         except FileNotFoundError:
-            continue
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if _still_at(path, fd):
-            return path, fd
-        os.close(fd)
+            pass
+        raise GroupError("the handler moved, removed or replaced its work folder; nothing uploaded")
+
+    def remove(self) -> None:
+        """Remove it whatever it holds, also where the handler moved it; a failure is logged (the next start sweeps)."""
+        try:
+            if not _still_at(self.path, self.fd):  # found through its descriptor, if /proc is there
+                moved = os.readlink(f"/proc/self/fd/{self.fd}")
+                if _still_at(moved, self.fd):
+                    log.warning("the handler moved its work folder to %s; removing it there", moved)
+                    remove_tree(moved)
+            remove_tree(self.path)  # what stands there now: a link is removed, never followed
+        except OSError as exc:
+            log.warning("could not remove work folder %s: %s", self.path, exc)
+        finally:
+            os.close(self.fd)
+
+
+def make_work_folder(parent: str | None = None) -> WorkFolder:
+    """A new locked work folder with an empty `root`; one that cannot be made fails the group.
+
+    A sweep can catch a folder between mkdtemp and flock, but it removes a
+    folder only while holding its lock: so the folder is checked once
+    locked, and made anew if it went. To a sweep, making and locking are
+    then one step.
+    """
+    try:
+        while True:
+            path = tempfile.mkdtemp(prefix=WORK_PREFIX, dir=parent)
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(path, _DIRECTORY)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _still_at(path, fd):
+                    os.mkdir(os.path.join(path, "root"), 0o700)
+                    return WorkFolder(path, fd)
+                os.close(fd)
+    except OSError as exc:
+        raise GroupError(f"cannot make a work folder in {parent or tempfile.gettempdir()}: {exc}") from None
 
 
 def _still_at(path: str, fd: int) -> bool:
@@ -1470,16 +1634,6 @@ def _still_at(path: str, fd: int) -> bool:
         return os.path.samestat(os.lstat(path), os.fstat(fd))
     except FileNotFoundError:
         return False
-
-
-def remove_work_folder(path: str, fd: int) -> None:
-    """Remove the work folder whatever is in it; a failure is logged, and the next start sweeps it."""
-    try:
-        remove_tree(path)
-    except OSError as exc:
-        log.warning("could not remove work folder %s: %s", path, exc)
-    finally:
-        os.close(fd)
 
 
 def remove_stale_work_folders(parent: str | None = None) -> None:
@@ -1507,13 +1661,13 @@ def _remove_if_stale(path: str) -> None:
         return
     fd = os.open(path, _DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # a live process holds it
-        os.close(fd)
-        return
-    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise OSError(errno.EPERM, "another user's: left to that user's own next start")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live process holds it
         log.info("removing leftover work folder %s", path)
         remove_tree(path)
+    except BlockingIOError:
+        pass
     finally:
         os.close(fd)
 
@@ -1606,13 +1760,11 @@ class Bridge:
         """
         report = GroupReport(group)
         try:
-            folder, lock = make_work_folder()
+            work = make_work_folder()
             try:
-                root = os.path.join(folder, "root")
-                os.mkdir(root, 0o700)
-                self._steps(group, report, root, deadline)
+                self._steps(group, report, work, deadline)
             finally:
-                remove_work_folder(folder, lock)
+                work.remove()
         except BridgeError as exc:
             report.outcome, report.error = "failed", str(exc)
         except Exception as exc:  # a fault in one group must not take the others with it
@@ -1621,8 +1773,8 @@ class Bridge:
         self._log(report)
         return report
 
-    def _steps(self, group: Group, report: GroupReport, root: str, deadline: float | None) -> None:
-        config = self.config
+    def _steps(self, group: Group, report: GroupReport, work: WorkFolder, deadline: float | None) -> None:
+        config, root = self.config, work.root
         objects = self.store.list_objects(group.bucket, group.prefix)
         report.listed = len(objects)
         verdict = filter_verdict(config.execution_filter, objects)
@@ -1643,8 +1795,7 @@ class Bridge:
         if status != 0:
             how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
             raise GroupError(f"handler {how}")
-        if os.path.islink(root) or not os.path.isdir(root):
-            raise GroupError("the handler replaced the work folder; nothing uploaded")
+        work.reclaim()
         changed = changed_files(root, pulled)
         target = config.target_bucket or group.bucket
         items = [(os.path.join(root, *relative.split("/")), group.prefix + relative) for relative in changed]
@@ -1698,13 +1849,21 @@ class Bridge:
             if message.error is not None:
                 log.error("message %s cannot be read: %s", message.id or "(direct)", message.error)
                 failed.append(message.id)
+        for group, report in self.run_groups(messages, deadline).items():
+            if not report.ok:
+                failed.extend(i for i in group.sources if i not in failed)
+        return failed
+
+    def run_groups(self, messages: Sequence[Message], deadline: float | None = None) -> dict[Group, GroupReport]:
+        """Each group the messages name, in order, with its report; once stopping, none starts."""
+        reports = {}
         for group in group_messages(messages, self.config):
             if self.supervisor.stopping:
                 log.warning("group %s not started: shutting down", group)
-            elif self.process(group, deadline).ok:
-                continue
-            failed.extend(i for i in group.sources if i not in failed)
-        return failed
+                reports[group] = GroupReport(group, error="not started: shutting down")
+            else:
+                reports[group] = self.process(group, deadline)
+        return reports
 
 
 ###############################################################################
@@ -1723,11 +1882,13 @@ class RuntimeApi:
     def __init__(self, address: str) -> None:
         parts = urllib.parse.urlsplit(address if "://" in address else f"http://{address}")
         try:
-            self.host, self.port = parts.hostname, parts.port or 80
+            self.host, port = parts.hostname, parts.port
         except ValueError:
-            self.host = None
-        if not self.host:
-            raise ConfigError(f"AWS_LAMBDA_RUNTIME_API: cannot read {address!r} as host:port")
+            self.host, port = None, None
+        exact = address == address.strip() and not parts.netloc.endswith(":") and port != 0
+        if not self.host or parts.scheme != "http" or not exact:
+            raise ConfigError(f"AWS_LAMBDA_RUNTIME_API: cannot read {address!r} as host:port (plain HTTP)")
+        self.port = port or 80
         self.base = f"{parts.path.rstrip('/')}/{API_VERSION}/runtime"
         self.connection = http.client.HTTPConnection(self.host, self.port)
 
@@ -1809,6 +1970,8 @@ def invocation_deadline(header: str | None, now: float) -> float | None:
 
 def handle_invocation(bridge: Bridge, payload: Any, deadline: float | None) -> dict:
     """Process one Lambda payload; raise BridgeError for an invocation error."""
+    if is_batch_operations(payload):
+        return handle_batch_operations(bridge, payload, deadline)
     if is_sqs_batch(payload):
         messages = [parse_sqs_record(record) for record in payload["Records"]]
         failed = bridge.process_messages(messages, deadline)
@@ -1819,6 +1982,54 @@ def handle_invocation(bridge: Bridge, payload: Any, deadline: float | None) -> d
     if failed:
         raise GroupError("one or more groups failed (see the log)")
     return {"status": "succeeded"}
+
+
+#: A handler exit status that says its input can never be processed (sysexits.h EX_DATAERR):
+#: Batch Operations then marks the task PermanentFailure instead of retrying it.
+PERMANENT_EXIT_STATUS = 65
+
+
+def handle_batch_operations(bridge: Bridge, payload: dict, deadline: float | None) -> dict:
+    """An S3 Batch Operations invocation: each task is an object reference, grouped and run as an event's.
+
+    Each task gets a result: Succeeded (its group succeeded or was skipped),
+    PermanentFailure (no usable object, a key MATCH_KEY rejects or that is
+    no safe path, or a handler exit status of 65), else TemporaryFailure,
+    which Batch Operations retries.
+    """
+    try:
+        messages = [parse_batch_task(task) for task in payload["tasks"]]
+        answer = {key: payload[key] for key in ("invocationSchemaVersion", "invocationId")}
+    except (KeyError, TypeError) as exc:
+        raise EventError(f"malformed Batch Operations invocation: missing or wrong {exc}") from None
+    refused = {message.id: _refusal(message, bridge.config) for message in messages}
+    runnable = [message for message in messages if refused[message.id] is None]
+    reports = {i: report for group, report in bridge.run_groups(runnable, deadline).items() for i in group.sources}
+    results = [_task_result(m.id, refused[m.id], reports.get(m.id)) for m in messages]
+    return {**answer, "treatMissingKeysAs": "TemporaryFailure", "results": results}
+
+
+def _refusal(message: Message, config: Config) -> str | None:
+    """Why a task can never be processed, or None."""
+    if message.error is not None:
+        return message.error
+    key = message.refs[0].key
+    if config.match_key and not config.match_key.search(key):
+        return "the key does not match MATCH_KEY"
+    if relative_path(key, key_prefix(key, config.pull_parent_dirs)) is None:
+        return "the key is not a safe path"
+    return None
+
+
+def _task_result(task_id: str, refusal: str | None, report: GroupReport | None) -> dict:
+    if refusal is not None or report is None:
+        code, text = "PermanentFailure", refusal
+    elif report.ok:
+        code, text = "Succeeded", f"{report.outcome}: {report.uploaded_files} files uploaded"
+    else:
+        permanent = report.exit_status == PERMANENT_EXIT_STATUS
+        code, text = "PermanentFailure" if permanent else "TemporaryFailure", report.error
+    return {"taskId": task_id, "resultCode": code, "resultString": text}
 
 
 def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ: Any) -> int:
@@ -1996,6 +2207,92 @@ def sqs_client(session: Any) -> Any:
 
 
 ###############################################################################
+# Transport: backfill
+###############################################################################
+
+BACKFILL_ATTEMPTS = 3
+
+
+def notification_body(bucket: str, obj: dict) -> str:
+    """The S3 notification that S3 would have sent a queue when the listed object was created."""
+    key = urllib.parse.quote_plus(obj["Key"], safe="/")
+    s3 = {
+        "s3SchemaVersion": "1.0",
+        "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+        "object": {"key": key, "size": obj["Size"], "eTag": obj["ETag"].strip('"')},
+    }
+    record = {"eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": obj["LastModified"]}
+    return json.dumps({"Records": [{**record, "eventName": "ObjectCreated:Put", "s3": s3}]})
+
+
+@dataclass
+class Backfill:
+    """`backfill`: what is already in the bucket, sent to the queue as S3 would have notified it.
+
+    One message per group: a group pulls its whole folder, so one object of
+    the folder is enough, and the folder is never sent twice in a run.
+    """
+
+    sqs: Any
+    queue_url: str
+    interactive: bool
+    listed: int = 0
+    matched: int = 0
+    sent: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def run(self, objects: Iterable[dict], bucket: str, config: Config) -> int:
+        groups: set[str] = set()
+        batch: list[tuple[str, str]] = []
+        try:
+            for obj in objects:
+                self.listed += 1
+                key, group = obj["Key"], key_prefix(obj["Key"], config.pull_parent_dirs)
+                if config.match_key and not config.match_key.search(key):
+                    continue
+                self.matched += 1
+                if group not in groups:
+                    groups.add(group)
+                    batch.append((key, notification_body(bucket, obj)))
+                if len(batch) == 10:
+                    self._send(batch)
+                    batch = []
+        except Exception as exc:  # the listing failed: say so; what was sent stays sent
+            log.error("listing s3://%s failed after %d objects: %s", bucket, self.listed, exc)
+            self.failed.append(f"the rest of s3://{bucket}")
+        self._send(batch)
+        return 1 if self.failed else 0
+
+    def _send(self, batch: list[tuple[str, str]]) -> None:
+        """Send up to 10 messages. Entries SQS refused are sent again; a call that broke is not,
+        since its messages may have arrived: no object is sent twice."""
+        pending = {str(n): item for n, item in enumerate(batch)}
+        why: dict[str, str] = {}
+        for attempt in range(BACKFILL_ATTEMPTS):
+            if not pending:
+                break
+            time.sleep(attempt)
+            entries = [{"Id": n, "MessageBody": body} for n, (_, body) in pending.items()]
+            try:
+                answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:
+                why = dict.fromkeys(pending, f"the call failed, and whether it arrived is unknown: {exc}")
+                break
+            self.sent += len(answer.get("Successful", ()))
+            why = {failure["Id"]: failure.get("Message", failure.get("Code")) for failure in answer.get("Failed", ())}
+            pending = {n: pending[n] for n in why}
+        for n, (key, _) in pending.items():
+            log.error("not sent: the message for %s: %s", key, why[n])
+            self.failed.append(key)
+        if self.interactive:
+            print(f"\rlisted {self.listed:,} objects, sent {self.sent:,} messages", end="", file=sys.stderr, flush=True)
+
+    def summary(self) -> str:
+        counts = f"listed {self.listed} objects, {self.matched} matching MATCH_KEY; sent {self.sent} messages"
+        return f"{counts} (one per group), {len(self.failed)} not sent"
+
+
+###############################################################################
 # Transport: local mode
 ###############################################################################
 
@@ -2011,8 +2308,8 @@ def read_env_file(path: str) -> dict[str, str]:
     for number, line in enumerate(lines, 1):
         if line.strip() and not line.lstrip().startswith("#"):
             name, equals, value = line.partition("=")
-            if not equals or not _ENV_NAME.match(name.strip()):
-                raise ConfigError(f"--function {path}:{number}: expected KEY=VALUE")
+            if not equals or not _ENV_NAME.match(name.strip()) or "\0" in value:
+                raise ConfigError(f"--function {path}:{number}: expected KEY=VALUE (and no NUL)")
             values[name.strip()] = value
     return values
 
@@ -2063,26 +2360,26 @@ class LocalRun:
             return 1
         return 1 if self.failed else 0
 
-    def cascade(self, keys: Sequence[str]) -> list[str]:
-        """Process the keys, then every output they cause, round after round; return every key seen."""
-        seen = list(keys)
+    def cascade(self, keys: Sequence[str]) -> set[str]:
+        """Process the keys, then every output they cause, round after round; return the keys written."""
+        written: set[str] = set()
         for _ in range(self.max_rounds):
-            if not keys:
-                return seen
+            if not keys or self.supervisor.stopping:
+                return written
             self.rounds += 1
             self.store.written.clear()
             messages = [Message(key, (ObjectRef(self.bucket, key),)) for key in keys]
             for name, bridge in self.functions:
-                for group in group_messages(messages, bridge.config):
-                    self.tallies.setdefault(name, Tally()).add(bridge.process(group))
+                for report in bridge.run_groups(messages).values():
+                    self.tallies.setdefault(name, Tally()).add(report)
             keys = list(dict.fromkeys(ref.key for ref in self.store.written if ref.bucket == self.bucket))
-            seen.extend(keys)
+            written.update(keys)
         if keys:
             shown = ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else "")
             raise BridgeError(f"stopped after {self.max_rounds} rounds; these keys kept triggering work: {shown}")
-        return seen
+        return written
 
-    def _busy_cascade(self, keys: Sequence[str]) -> list[str] | None:
+    def _busy_cascade(self, keys: Sequence[str]) -> set[str] | None:
         """cascade() as the supervisor's busy work; None once stopping, when nothing may start."""
         if not self.supervisor.begin_work():
             return None
@@ -2094,9 +2391,10 @@ class LocalRun:
     def watch(self, interval: float) -> None:
         """Poll the folder; a new or changed file is an event once it stops changing.
 
-        Only what a round processed or wrote is marked done, so a file that
-        appears while a round runs is an event of a later round. A folder that
-        cannot be read is reported and read again at the next poll.
+        A file processed is done in the state it was read in, an output in the
+        state it was written in: one that changes while a round runs (arrives,
+        or is saved again) is an event of a later round. A folder that cannot
+        be read is reported and read again at the next poll.
         """
         previous = self._stats()
         done = dict(previous)
@@ -2106,10 +2404,13 @@ class LocalRun:
                 current = self._stats()
                 ready = [key for key, seen in current.items() if seen != done.get(key) and seen == previous.get(key)]
                 previous = current
-                handled = self._busy_cascade(ready) if ready else []
-                if handled:
+                written = self._busy_cascade(ready) if ready else set()
+                if written is None:
+                    return
+                done.update((key, current[key]) for key in ready)
+                if written:
                     previous = self._stats()
-                    done.update((key, previous[key]) for key in handled if key in previous)
+                    done.update((key, previous[key]) for key in written if key in previous)
             except OSError as exc:
                 log.warning("cannot read the bucket folder: %s", exc)
 
@@ -2146,6 +2447,7 @@ MODE_HELP = {
     "run": "process one group (bucket and prefix), then exit",
     "consume": "long-running worker on SQS_QUEUE_URL; run many to scale out",
     "local": "a folder stands in for the bucket; the command follows --",
+    "backfill": "notify SQS_QUEUE_URL of what is already in the bucket",
 }
 
 
@@ -2170,8 +2472,9 @@ def parse_arguments(argv: Sequence[str], in_lambda: bool, build: str) -> Any:
     parser.add_argument("--version", action="version", version=f"s3-event-bridge {__version__} ({build})")
     modes = parser.add_subparsers(dest="mode", title="modes", metavar="MODE")
     commands = {mode: modes.add_parser(mode, help=text, description=text) for mode, text in MODE_HELP.items()}
-    commands["run"].add_argument("--bucket", help="default: the variable named by BUCKET_VAR")
-    commands["run"].add_argument("--prefix", help="default: the variable named by KEY_PREFIX_VAR")
+    for mode in ("run", "backfill"):
+        commands[mode].add_argument("--bucket", help="default: the variable named by BUCKET_VAR")
+        commands[mode].add_argument("--prefix", help="default: the variable named by KEY_PREFIX_VAR")
     local = commands["local"]
     local.add_argument("--bucket-dir", required=True, help="the folder that is the bucket")
     local.add_argument("--target-dir", help="write outputs here instead (they trigger nothing)")
@@ -2194,30 +2497,35 @@ def parse_arguments(argv: Sequence[str], in_lambda: bool, build: str) -> Any:
 def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle | None = None) -> int:
     """Exit status: 0 success, 1 failure, 2 configuration or usage error."""
     environ = os.environ if environ is None else environ
-    try:
-        build = f"build {bundle.build_id}" if bundle else "bridge.py"
-        args = parse_arguments(
-            sys.argv[1:] if argv is None else argv, bool(environ.get("AWS_LAMBDA_RUNTIME_API")), build
-        )
-    except SystemExit as exc:  # argparse has printed the usage
-        return int(exc.code or 0)
-    if args.prepare:
-        if bundle is None:
-            print("--prepare only applies to the zipapp (dist/bootstrap)", file=sys.stderr)
-            return 2
-        return prepare_bundle(bundle, args.prepare)
-    if args.mode == "lambda":
-        return main_lambda(args, environ, bundle)
-    try:
-        files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
-        if args.mode == "local":
-            return main_local(args, environ)
-        config = Config.from_env(environ, args.command)
-        setup_logging(config)
-        remove_stale_work_folders()
-        return main_run(args, config, environ, files) if args.mode == "run" else main_consume(config, environ, files)
-    except Exception as exc:  # start-up failed: say why in one line
-        return _startup_failed(exc)
+    supervisor = Supervisor(reap=True)
+    with supervisor.listening():  # first: a signal during start-up is not lost (PID 1 ignores unhandled ones)
+        try:
+            build = f"build {bundle.build_id}" if bundle else "bridge.py"
+            in_lambda = bool(environ.get("AWS_LAMBDA_RUNTIME_API"))
+            args = parse_arguments(sys.argv[1:] if argv is None else argv, in_lambda, build)
+        except SystemExit as exc:  # argparse has printed the usage
+            return int(exc.code or 0)
+        if args.prepare:
+            if bundle is None:
+                print("--prepare only applies to the zipapp (dist/bootstrap)", file=sys.stderr)
+                return 2
+            return prepare_bundle(bundle, args.prepare)
+        if args.mode == "lambda":
+            return main_lambda(args, environ, bundle, supervisor)
+        try:
+            files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
+            if args.mode == "local":
+                return main_local(args, environ, supervisor)
+            config = Config.from_env(environ, args.command, handler_needed=args.mode != "backfill")
+            setup_logging(config)
+            if args.mode == "backfill":
+                return main_backfill(args, config, files, supervisor)
+            remove_stale_work_folders()
+            if args.mode == "run":
+                return main_run(args, config, environ, files, supervisor)
+            return main_consume(config, environ, files, supervisor)
+        except Exception as exc:  # start-up failed: say why in one line
+            return _startup_failed(exc)
 
 
 def _startup_failed(exc: Exception) -> int:
@@ -2229,7 +2537,7 @@ def _startup_failed(exc: Exception) -> int:
     return 1
 
 
-def main_lambda(args: Any, environ: Any, bundle: Bundle | None) -> int:
+def main_lambda(args: Any, environ: Any, bundle: Bundle | None, supervisor: Supervisor) -> int:
     try:
         api = RuntimeApi(environ.get("AWS_LAMBDA_RUNTIME_API", ""))
     except ConfigError as exc:
@@ -2239,7 +2547,6 @@ def main_lambda(args: Any, environ: Any, bundle: Bundle | None) -> int:
         config = Config.from_env(environ, args.command)
         formatter = setup_logging(config)
         remove_stale_work_folders()
-        supervisor = Supervisor(reap=True)
         bridge = Bridge(config, S3Store(aws_session(files), config.transfer_concurrency), environ, supervisor)
     except Exception as exc:  # any start-up failure is an init error for Lambda
         with contextlib.suppress(RuntimeApiError):
@@ -2248,26 +2555,42 @@ def main_lambda(args: Any, environ: Any, bundle: Bundle | None) -> int:
     return supervisor.run(functools.partial(serve_lambda, bridge, api, formatter, environ), stopped=1)
 
 
-def main_run(args: Any, config: Config, environ: Any, files: str | None) -> int:
+def _bucket_and_prefix(args: Any, config: Config) -> tuple[str, str]:
     bucket = args.bucket or config.bucket
     if not bucket:
-        raise ConfigError(f"run: no bucket (give --bucket or set {config.bucket_var})")
-    prefix = config.key_prefix if args.prefix is None else args.prefix
-    supervisor = Supervisor(reap=True)
+        raise ConfigError(f"{args.mode}: no bucket (give --bucket or set {config.bucket_var})")
+    return bucket, config.key_prefix if args.prefix is None else args.prefix
+
+
+def main_run(args: Any, config: Config, environ: Any, files: str | None, supervisor: Supervisor) -> int:
+    bucket, prefix = _bucket_and_prefix(args, config)
     bridge = Bridge(config, S3Store(aws_session(files), config.transfer_concurrency), environ, supervisor)
     return supervisor.run(functools.partial(run_once, bridge, bucket, prefix), stopped=1)
 
 
-def main_consume(config: Config, environ: Any, files: str | None) -> int:
+def main_consume(config: Config, environ: Any, files: str | None, supervisor: Supervisor) -> int:
     if not config.sqs_queue_url:
         raise ConfigError("SQS_QUEUE_URL: consume needs the queue to read from")
     session = aws_session(files)
-    supervisor = Supervisor(SHUTDOWN_GRACE_SECONDS, reap=True)
+    supervisor.grace = SHUTDOWN_GRACE_SECONDS
     bridge = Bridge(config, S3Store(session, config.transfer_concurrency), environ, supervisor)
-    return supervisor.run(functools.partial(serve_sqs, bridge, sqs_client(session)), stopped=0)
+    return supervisor.run(functools.partial(serve_sqs, bridge, sqs_client(session)), stopped=0, cut=0)
 
 
-def main_local(args: Any, environ: Any) -> int:
+def main_backfill(args: Any, config: Config, files: str | None, supervisor: Supervisor) -> int:
+    """Stopped by a signal, it stops at once: what was sent stays sent, and a second run sends it again."""
+    bucket, prefix = _bucket_and_prefix(args, config)
+    if not config.sqs_queue_url:
+        raise ConfigError("SQS_QUEUE_URL: backfill needs the queue to send to")
+    session = aws_session(files)
+    objects = S3Store(session, config.transfer_concurrency).objects(bucket, prefix)
+    backfill = Backfill(sqs_client(session), config.sqs_queue_url, sys.stderr.isatty())
+    status = supervisor.run(functools.partial(backfill.run, objects, bucket, config), stopped=1)
+    print(("\n" if backfill.interactive else "") + backfill.summary())
+    return status
+
+
+def main_local(args: Any, environ: Any, supervisor: Supervisor) -> int:
     bucket_dir = os.path.abspath(args.bucket_dir)
     if not os.path.isdir(bucket_dir):
         raise ConfigError(f"--bucket-dir: {args.bucket_dir} is not a folder")
@@ -2279,7 +2602,6 @@ def main_local(args: Any, environ: Any) -> int:
         folders[target] = os.path.abspath(args.target_dir)
         os.makedirs(folders[target], exist_ok=True)
     store = LocalStore(folders)
-    supervisor = Supervisor(reap=True)
     sources = [(os.path.basename(f), {**environ, **read_env_file(f)}) for f in args.function] or [("handler", environ)]
     functions = []
     for name, env in sources:
@@ -2290,7 +2612,8 @@ def main_local(args: Any, environ: Any) -> int:
     unsafe = [key for key in keys if relative_path(key, "") is None]
     if unsafe:
         raise ConfigError(f"not a safe key (it would leave {bucket_dir}): {', '.join(unsafe)}")
-    missing = [key for key in keys if not os.path.isfile(store.path(bucket, key))]
+    listed = store.scan(bucket)  # regular files reached without a link: the objects there are
+    missing = [key for key in keys if key not in listed]
     if missing:
         raise ConfigError(f"no such key in {bucket_dir}: {', '.join(missing)}")
     remove_stale_work_folders()

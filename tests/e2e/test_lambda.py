@@ -6,6 +6,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+import bridge
 from helpers import AWS_ENV, keys, put, read, receive, sqs_event, unique, wait_until
 
 UPPERCASE = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && tr a-z A-Z < input.txt > output.txt']
@@ -161,7 +164,7 @@ def test_sigterm_mid_invocation_ends_the_handler_reports_the_error_and_exits_non
     assert function.process.wait(15) == 1
     request_id, kind, _, _ = runtime_api.results.get(timeout=5)
     assert (request_id, kind) == ("r1", "error")
-    assert "handler was killed by signal 15" in function.output()
+    assert "handler ended by shutdown" in function.output()
     handler = Path(f"/proc/{int(started.read_text())}/stat")
     assert not handler.exists() or handler.read_text().rpartition(")")[2].split()[0] == "Z"
 
@@ -172,3 +175,33 @@ def test_a_malformed_runtime_api_address_is_a_configuration_error(program, aws_e
     result = subprocess.run([*command, "true"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "AWS_LAMBDA_RUNTIME_API" in result.stderr and "Traceback" not in result.stderr
+
+
+BATCH_OPERATIONS = Path(__file__).resolve().parents[1] / "data" / "batch_operations"
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    ["request_1_0_s3_user_guide", "request_2_0", "several_tasks_one_folder_encoded_keys"],
+)
+def test_batch_operations_payloads_through_the_emulator_run_each_folder_once(
+    fixture, emulator, start_function, s3, bucket, tmp_path
+):
+    case = json.loads((BATCH_OPERATIONS / f"{fixture}.json").read_text(encoding="utf-8"))
+    their_bucket = case["tasks"][0]["ref"][0]
+    payload = json.loads(json.dumps(case["payload"]).replace(their_bucket, bucket))
+    for task in case["tasks"]:
+        put(s3, bucket, task["ref"][1], "abc")
+    ledger = tmp_path / "runs"
+    handler = ["/bin/sh", "-c", f'echo "$KEY_PREFIX" >> {ledger}; touch "$ROOT_FOLDER/done"']
+    function = start_function(emulator.runtime_api, handler)
+    status, answer = emulator.invoke(payload)
+    assert status == 200, (answer, function.output())
+    assert answer["invocationId"] == payload["invocationId"]
+    assert answer["invocationSchemaVersion"] == payload["invocationSchemaVersion"]
+    assert [(r["taskId"], r["resultCode"]) for r in answer["results"]] == [
+        (task["id"], "Succeeded") for task in case["tasks"]
+    ]
+    folders = {bridge.key_prefix(task["ref"][1], 0) for task in case["tasks"]}
+    assert sorted(ledger.read_text().splitlines()) == sorted(folders), "each folder once, however many tasks"
+    assert {f"{folder}done" for folder in folders} <= set(keys(s3, bucket))

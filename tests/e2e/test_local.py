@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import bridge
 from helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -321,3 +322,116 @@ def test_with_metrics_each_group_summary_is_an_embedded_metric_format_record(tmp
     assert records["ok/"]["uploaded_bytes"] == 2 and records["ok/"]["pulled_files"] == 1
     metrics = {m["Name"] for m in records["skip/"]["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert "handler_seconds" not in metrics and "handler_seconds" in str(records["ok/"]["_aws"])
+
+
+def test_sigterm_stops_a_local_run_before_its_next_group_and_exits_1(tmp_path):
+    bucket = tmp_path / "bucket"
+    for n in range(20):
+        (bucket / f"f{n:02d}").mkdir(parents=True)
+        (bucket / f"f{n:02d}" / "input.txt").write_text("x")
+    ledger = tmp_path / "runs"
+    command = [*BRIDGE, "local", "--bucket-dir", str(bucket), "--all", "--"]
+    handler = f'echo "$KEY_PREFIX" >> {ledger}; exec sleep 300'
+    with open(tmp_path / "log", "wb") as log:
+        process = subprocess.Popen([*command, "/bin/sh", "-c", handler], env=NO_AWS, stdout=subprocess.PIPE, stderr=log)
+    try:
+        wait_until(ledger.exists, 20, "the first handler to start")
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert ledger.read_text().split() == ["f00/"], "no group starts once stopping"
+    assert out.decode().splitlines()[-1].split() == ["handler", "0", "0", "20", "0"]
+
+
+def test_watch_processes_again_a_file_saved_while_its_round_ran(tmp_path):
+    bucket = tmp_path / "bucket"
+    (bucket / "d").mkdir(parents=True)
+    gate = tmp_path / "gate"
+    handler = (
+        f"if [ ! -e {gate}.used ]; then touch {gate}.used {gate}.in; while [ ! -e {gate} ]; do :; done; fi;"
+        ' cp "$ROOT_FOLDER/input.txt" "$ROOT_FOLDER/output.txt"'
+    )
+    process = watch(bucket, tmp_path / "log", handler, MATCH_KEY=r"input\.txt$")
+    try:
+        (bucket / "d" / "input.txt").write_text("version 1")
+        wait_until(Path(f"{gate}.in").exists, 20, "the first round to be running")
+        (bucket / "d" / "input.txt").write_text("version 2")
+        gate.touch()
+        wait_until(lambda: (bucket / "d" / "output.txt").read_text() == "version 2", 20, "the second save's output")
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_local_never_reads_or_writes_through_a_link_in_the_bucket_folder(tmp_path):
+    bucket, outside = tmp_path / "bucket", tmp_path / "outside"
+    (bucket / "p").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    (bucket / "p" / "input.txt").write_text("x")
+    os.symlink(outside, bucket / "p" / "sub")
+    os.symlink(outside, bucket / "lnk")
+    write = ["/bin/sh", "-c", 'mkdir -p "$ROOT_FOLDER/sub" && echo out > "$ROOT_FOLDER/sub/x.txt"']
+    through_link = local("--bucket-dir", str(bucket), "lnk/secret.txt", "--", *write)
+    assert through_link.returncode == 2 and "no such key" in through_link.stderr
+    result = local("--bucket-dir", str(bucket), "p/input.txt", "--", *write)
+    assert result.returncode == 1, "the output could only be written through the link: the group fails"
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+def test_a_bridge_whose_stderr_nobody_reads_still_ends_at_its_deadline_after_a_signal(tmp_path):
+    """The main thread may block writing its log line; the kernel's alarm, armed first, ends the process."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / "input.txt").write_text("x")
+    started = tmp_path / "started"
+    command = [
+        *BRIDGE,
+        "local",
+        "--bucket-dir",
+        str(bucket),
+        "--all",
+        "--",
+        "/bin/sh",
+        "-c",
+        f"touch {started}; yes >&2",
+    ]
+    process = subprocess.Popen(command, env=NO_AWS, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(started.exists, 20, "the handler to start filling stderr")
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == -signal.SIGALRM
+        assert time.monotonic() - began < bridge.KILL_GRACE_SECONDS + bridge.EXIT_MARGIN_SECONDS + 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+
+
+def test_as_pid_1_a_signal_during_start_up_is_not_lost(tmp_path):
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a PID namespace here: {probe.stderr.strip()}")
+    bucket, temporary = tmp_path / "bucket", tmp_path / "tmp"
+    bucket.mkdir()
+    for n in range(3000):  # leftovers of killed runs: the start-up sweep takes a while
+        (temporary / f"{bridge.WORK_PREFIX}{n}" / "root").mkdir(parents=True)
+    command = ["unshare", "--pid", "--fork", "--mount-proc", *BRIDGE, "local", "--bucket-dir", str(bucket), "--watch"]
+    with open(tmp_path / "log", "wb") as log:
+        container = subprocess.Popen(
+            [*command, "--", "true"], env={**NO_AWS, "TMPDIR": str(temporary)}, stdout=log, stderr=log
+        )
+    try:
+        (pid_1,) = wait_until(lambda: children(container.pid), 10, "PID 1 of the namespace")
+        wait_until(lambda: "removing leftover" in (tmp_path / "log").read_text(), 20, "the start-up sweep")
+        os.kill(pid_1, signal.SIGTERM)
+        assert container.wait(30) == 0, "PID 1 ignores a signal it has no handler for: installed before start-up"
+    finally:
+        if container.poll() is None:
+            container.kill()

@@ -2,11 +2,21 @@
 
 import json
 import os
+import tempfile
 
 import pytest
 
 import bridge
 from helpers import unique
+
+
+@pytest.fixture(autouse=True)
+def private_tmpdir(tmp_path, monkeypatch):
+    """In-process bridges make their work folders here, so what a test finds there is its own."""
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 @pytest.fixture

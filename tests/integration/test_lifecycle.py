@@ -95,8 +95,9 @@ def test_as_a_non_root_user_outputs_in_folders_left_unreadable_are_uploaded(aws_
     handler = (
         'cd "$ROOT_FOLDER" && mkdir -p out/deep && echo a > out/a.txt && echo b > out/deep/b.txt'
         " && chmod 000 out/deep/b.txt && chmod 0300 out/deep && chmod 0300 out"
+        ' && cd / && chmod 000 "$ROOT_FOLDER" && chmod 000 "$(dirname "$ROOT_FOLDER")"'
     )
-    env = {**os.environ, "BUCKET": bucket, "TMPDIR": tempfile.gettempdir()}
+    env = {**os.environ, "BUCKET": bucket, "TMPDIR": "/tmp"}  # one that nobody can reach
     process = start_run(env, "nr/", handler, tmp_path / "log", user=NOBODY)
     assert process.wait(60) == 0, (tmp_path / "log").read_text()
     assert read(s3, bucket, "nr/out/a.txt") == b"a\n" and read(s3, bucket, "nr/out/deep/b.txt") == b"b\n"
@@ -156,3 +157,61 @@ def test_keys_that_cannot_all_be_placed_are_refused_one_by_one_and_the_first_lis
     assert read(s3, bucket, "k/both") == b"fileok"
     for refused in ("k/a/", "k/a/b", f"k/{long_segment}"):
         assert f"not pulling s3://{bucket}/{refused}: it cannot be placed" in caplog.text
+
+
+def test_a_handler_that_exits_0_when_ended_by_a_signal_still_fails_its_group(aws_env, s3, bucket, tmp_path):
+    put(s3, bucket, "t/input.txt")
+    started = tmp_path / "started"
+    handler = f"trap 'echo partial > \"$ROOT_FOLDER/out.txt\"; exit 0' TERM; touch {started}; sleep 30 & wait"
+    process = start_run({**os.environ, "BUCKET": bucket}, "t/", handler, tmp_path / "log")
+    wait_until(started.exists, 30, "the handler to start")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 1
+    assert "handler ended by shutdown" in (tmp_path / "log").read_text()
+    assert keys(s3, bucket) == ["t/input.txt"], "a handler cut short uploads nothing, whatever its exit status"
+
+
+def test_a_handler_that_moves_its_work_folder_away_uploads_nothing_and_both_places_are_removed(
+    make_bridge, s3, bucket, tmp_path, caplog
+):
+    put(s3, bucket, "mv/input.txt")
+    outside = tmp_path / "outside"
+    (outside / "root").mkdir(parents=True)
+    (outside / "root" / "secret.txt").write_text("not yours")
+    os.chmod(outside / "root" / "secret.txt", 0)
+    moved = tmp_path / "moved-to"
+    handler = [
+        "/bin/sh",
+        "-c",
+        f'W=$(dirname "$ROOT_FOLDER"); echo "$W" > {tmp_path}/was; mv "$W" {moved}; ln -s {outside} "$W"',
+    ]
+    assert make_bridge(handler).process_messages(
+        [bridge.Message("m", (bridge.ObjectRef(bucket, "mv/input.txt"),))]
+    ) == ["m"]
+    assert "moved, removed or replaced its work folder" in caplog.text
+    assert keys(s3, bucket) == ["mv/input.txt"]
+    assert not moved.exists() and not os.path.lexists((tmp_path / "was").read_text().strip())
+    assert (outside / "root" / "secret.txt").stat().st_mode & 0o777 == 0, "nothing outside was opened up"
+
+
+def test_a_mount_left_in_the_work_folder_is_never_crossed(make_bridge, s3, bucket, tmp_path, caplog):
+    put(s3, bucket, "mnt/input.txt")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("keep")
+    handler = ["/bin/sh", "-c", f'mkdir "$ROOT_FOLDER/m" && mount --bind {precious} "$ROOT_FOLDER/m"']
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if subprocess.run(["mount", "--bind", str(precious), str(probe)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    subprocess.run(["umount", str(probe)], check=True)
+    try:
+        assert make_bridge(handler).process_messages(
+            [bridge.Message("m", (bridge.ObjectRef(bucket, "mnt/input.txt"),))]
+        ) == ["m"]
+    finally:
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            if bridge.WORK_PREFIX in line.split()[1]:
+                subprocess.run(["umount", line.split()[1]], check=True)
+    assert "a mount point: not crossed" in caplog.text
+    assert (precious / "keep.txt").read_text() == "keep"

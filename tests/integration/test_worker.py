@@ -257,7 +257,7 @@ def test_sigterm_ends_a_job_past_the_grace_period_and_keeps_its_message(clients,
     assert time.monotonic() - began < grace + 3
     assert keys(s3, bucket) == ["stuck/input.txt"]
     assert queue_counts(clients["sqs"], url) == (0, 1), "the message is kept, to come back after its visibility timeout"
-    assert "not started" not in worker.output() and "killed by signal 15" in worker.output()
+    assert "not started" not in worker.output() and "handler ended by shutdown" in worker.output()
 
 
 def test_an_idle_worker_stops_at_once_on_sigint(clients, bucket, workers):

@@ -64,3 +64,8 @@ def test_the_function_cannot_trigger_itself(template):
         assert bool(match_key.search(key)) == by_filter, key
     assert variables["TARGET_BUCKET"] == {"Ref": "OutputBucket"}
     assert "NotificationConfiguration" not in buckets["OutputBucket"]
+
+
+def test_uploads_a_stopped_function_left_unfinished_are_aborted(template):
+    (rule,) = resources(template, "AWS::S3::Bucket")["OutputBucket"]["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1

@@ -68,3 +68,11 @@ def test_deeply_nested_body_is_an_error_of_that_message_only():
     body = "[" * 100_000 + "]" * 100_000
     message = bridge.parse_sqs_record({"messageId": "deep", "body": body})
     assert message.error and message.refs == ()
+
+
+@pytest.mark.parametrize("key", ["a/b.txt", "in put/a+b é.txt", "100%/~?#&=;:'*/😀.bin", "a//b", "ends/"])
+def test_a_backfill_notification_reads_back_as_the_object_it_names(key):
+    listed = {"Key": key, "Size": 3, "ETag": '"abc"', "LastModified": "2026-11-30T00:00:00.000Z"}
+    body = bridge.notification_body("bkt", listed)
+    assert bridge.parse_body(body) == [bridge.ObjectRef("bkt", key)]
+    assert json.loads(body)["Records"][0]["s3"]["object"]["eTag"] == "abc"

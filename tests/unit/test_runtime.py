@@ -119,7 +119,7 @@ def test_stale_work_folders_are_removed_but_live_ones_kept(tmp_path):
     unrelated.mkdir()
     code = (
         f"import bridge, sys, tempfile; tempfile.tempdir={str(tmp_path)!r}; "
-        "print(bridge.make_work_folder()[0], flush=True); sys.stdin.read()"
+        "print(bridge.make_work_folder().path, flush=True); sys.stdin.read()"
     )
     live = subprocess.Popen(
         [sys.executable, "-c", code],
@@ -138,15 +138,17 @@ def test_stale_work_folders_are_removed_but_live_ones_kept(tmp_path):
         live.communicate("")
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:abc", "http://", "127.0.0.1:99999"])
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1:abc", "http://", "127.0.0.1:99999", " 127.0.0.1:9001", "host:0", "host:", "https://h:1"]
+)
 def test_a_runtime_api_address_that_cannot_be_read_is_a_config_error(address):
     with pytest.raises(bridge.ConfigError, match="AWS_LAMBDA_RUNTIME_API"):
         bridge.RuntimeApi(address)
 
 
-def test_help_lists_the_four_modes_and_prepare_one_line_each(capsys):
+def test_help_lists_the_modes_and_prepare_one_line_each(capsys):
     assert bridge.main(["--help"], environ={}) == 0
     lines = capsys.readouterr().out.splitlines()
-    for name in ("lambda", "run", "consume", "local", "--prepare DIR"):
+    for name in ("lambda", "run", "consume", "local", "backfill", "--prepare DIR"):
         (line,) = [line.strip() for line in lines if line.strip().startswith(f"{name} ")]
         assert line[len(name) :].strip(), f"{name} has its help on the same line"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -139,7 +140,7 @@ def test_the_sweep_removes_stale_folders_whatever_they_hold_and_keeps_live_ones(
     os.symlink(outside, tmp_path / (bridge.WORK_PREFIX + "a-link"))
     unrelated = tmp_path / "other"
     unrelated.mkdir()
-    code = f"import bridge, sys; print(bridge.make_work_folder({str(tmp_path)!r})[0], flush=True); sys.stdin.read()"
+    code = f"import bridge, sys; print(bridge.make_work_folder({str(tmp_path)!r}).path, flush=True); sys.stdin.read()"
     live = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
@@ -181,10 +182,10 @@ def test_a_sweep_running_alongside_never_removes_a_new_folder(tmp_path):
     try:
         wait_until(lambda: sweeper.poll() is None, 5, "the sweeper to start")
         for _ in range(2000):
-            path, fd = bridge.make_work_folder(str(tmp_path))
-            (Path(path) / "root").mkdir()
-            assert (Path(path) / "root").is_dir()
-            bridge.remove_work_folder(path, fd)
+            work = bridge.make_work_folder(str(tmp_path))
+            (Path(work.root) / "out").mkdir()
+            assert (Path(work.root) / "out").is_dir()
+            work.remove()
     finally:
         (tmp_path / "done").touch()
         assert sweeper.wait(30) == 0
@@ -204,3 +205,53 @@ def test_a_work_folder_that_cannot_be_made_fails_its_group_not_the_process(tmp_p
     finally:
         subprocess.run(["umount", str(full)], check=True)
     assert report.outcome == "failed" and "No space left on device" in report.error
+
+
+def test_as_root_the_sweep_leaves_another_users_folder_to_that_user(tmp_path, caplog):
+    theirs = tmp_path / (bridge.WORK_PREFIX + "theirs")
+    (theirs / "x").mkdir(parents=True)
+    for path in (theirs, theirs / "x"):
+        os.chown(path, 65534, 65534)
+    caplog.set_level(logging.INFO, logger=bridge.log.name)
+    bridge.remove_stale_work_folders(str(tmp_path))
+    assert (theirs / "x").is_dir() and "another user's" in caplog.text
+
+
+def test_as_root_nothing_is_opened_up_so_a_link_swapped_in_mid_walk_changes_nothing(tmp_path, monkeypatch):
+    victim = tmp_path / "victim"
+    victim.write_text("root's")
+    os.chmod(victim, 0o600)
+    top = tmp_path / "work"
+    top.mkdir()
+    (top / "planted").write_text("x")
+    os.chmod(top / "planted", 0o4000)
+    real_stat = os.stat
+
+    def swap_after_stat(name, *args, **kwargs):
+        info = real_stat(name, *args, **kwargs)
+        if name == "planted" and kwargs.get("follow_symlinks") is False:  # the walk's lstat: swap the entry now
+            os.unlink(top / "planted")
+            os.symlink(victim, top / "planted")
+        return info
+
+    monkeypatch.setattr(os, "stat", swap_after_stat)
+    bridge.remove_tree(str(top))
+    assert victim.stat().st_mode & 0o7777 == 0o600 and victim.read_text() == "root's"
+
+
+def test_a_stray_this_user_may_not_signal_is_spared_not_waited_for(monkeypatch):
+    stray = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    real_kill = os.kill
+
+    def refuse(pid, signum):
+        if pid == stray.pid:
+            raise PermissionError(1, "Operation not permitted")
+        return real_kill(pid, signum)
+
+    monkeypatch.setattr(os, "kill", refuse)
+    try:
+        bridge.end_strays()
+        assert stray.poll() is None, "spared, and end_strays returned"
+    finally:
+        real_kill(stray.pid, signal.SIGKILL)
+        stray.wait()
