@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import AWS_ENV, free_port, http_ok, unique, wait_until
+from helpers import AWS_ENV, ROOT, free_port, http_ok, unique, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 

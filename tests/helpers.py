@@ -1,11 +1,18 @@
-"""Helpers shared by the test layers: free ports, polling, S3/SQS shorthands."""
+"""Helpers shared by the test layers: the bridge as a program, free ports, polling, S3/SQS shorthands."""
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BRIDGE = [sys.executable, str(ROOT / "bridge.py")]
+UPPERCASE = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && tr a-z A-Z < input.txt > output.txt']
 
 
 def free_port() -> int:
@@ -93,3 +100,35 @@ def receive(sqs, queue_url: str, count: int, skip_test_event: bool = True, timeo
     wait_until(more, timeout, f"{count} messages on {queue_url}")
     assert len(got) == count, [m["Body"] for m in got]
     return got
+
+
+def s3_event(bucket: str, *keys_: str) -> dict:
+    """An S3 notification of created objects, as S3 sends it to Lambda or (as JSON) to a queue."""
+    records = [
+        {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": k}}} for k in keys_
+    ]
+    return {"Records": records}
+
+
+def notifying_queue(s3, sqs, bucket: str, dead_letter_after: int | None = None) -> tuple[str, str | None]:
+    """A fresh queue (and dead-letter queue) that the bucket's created-object notifications go to."""
+    attributes, dlq_url = {}, None
+    if dead_letter_after:
+        dlq_url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
+        target = {"deadLetterTargetArn": queue_arn(sqs, dlq_url), "maxReceiveCount": str(dead_letter_after)}
+        attributes["RedrivePolicy"] = json.dumps(target)
+    url = sqs.create_queue(QueueName=unique("q"), Attributes=attributes)["QueueUrl"]
+    config = {"QueueConfigurations": [{"QueueArn": queue_arn(sqs, url), "Events": ["s3:ObjectCreated:*"]}]}
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    return url, dlq_url
+
+
+def queue_arn(sqs, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def one(bucket: str, key: str) -> list:
+    """A batch of one message, "m", that names one created object."""
+    import bridge  # tests/conftest.py has put the repository on sys.path
+
+    return [bridge.Message("m", (bridge.ObjectRef(bucket, key),))]

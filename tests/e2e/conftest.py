@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, wait_until
+from helpers import ROOT, free_port, wait_until
 from runtime_api import RuntimeApiServer
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

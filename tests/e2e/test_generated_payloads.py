@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,10 +22,9 @@ from hypothesis import strategies as st
 from strategies import garbage_bodies, valid_events, wrong_shapes
 
 import bridge
-from helpers import unique
+from helpers import ROOT, unique
 from runtime_api import RuntimeApiServer
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = unique("gen")
 BUCKETS = st.sampled_from([GOOD, GOOD, "missing-" + GOOD, "Bad Name!"])
 HANDLER = ["/bin/sh", "-c", 'case "$KEY_PREFIX" in fail/*) exit 1;; esac']

@@ -9,28 +9,22 @@ from pathlib import Path
 import pytest
 
 import bridge
-from helpers import AWS_ENV, keys, put, read, receive, sqs_event, unique, wait_until
-
-UPPERCASE = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && tr a-z A-Z < input.txt > output.txt']
-
-
-def s3_event(bucket, *keys_):
-    records = [
-        {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": k}}} for k in keys_
-    ]
-    return {"Records": records}
-
-
-def notifying_queue(s3, sqs, bucket):
-    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    config = {"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]}
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
-    return url
+from helpers import (
+    AWS_ENV,
+    UPPERCASE,
+    keys,
+    notifying_queue,
+    put,
+    read,
+    receive,
+    s3_event,
+    sqs_event,
+    wait_until,
+)
 
 
 def test_sqs_batch_through_the_emulator_uploads_and_reports_failures(emulator, start_function, s3, sqs, bucket):
-    queue = notifying_queue(s3, sqs, bucket)
+    queue, _ = notifying_queue(s3, sqs, bucket)
     put(s3, bucket, "ok/input.txt", "fine")
     put(s3, bucket, "bad/input.txt", "boom")
     messages = receive(sqs, queue, 2)
@@ -87,11 +81,11 @@ def test_trace_id_reaches_the_handler_and_logs_are_json_without_secrets(runtime_
     put(s3, bucket, "t/input.txt")
     handler = ["/bin/sh", "-c", 'printf %s "$_X_AMZN_TRACE_ID" > "$ROOT_FOLDER/trace"']
     function = start_function(runtime_api.address, handler, AWS_LAMBDA_LOG_FORMAT="JSON")
-    for n in (1, 2):
-        trace = f"Root=1-00000000-00000000000000000000000{n}"
-        result = runtime_api.invoke(f"r{n}", s3_event(bucket, "t/input.txt"), {"Lambda-Runtime-Trace-Id": trace})
+    for n, trace in ((1, "Root=1-00000000-000000000000000000000001"), (2, "Root=1-2"), (3, "")):
+        headers = {"Lambda-Runtime-Trace-Id": trace} if trace else {}
+        result = runtime_api.invoke(f"r{n}", s3_event(bucket, "t/input.txt"), headers)
         assert result[:2] == (f"r{n}", "response")
-        assert read(s3, bucket, "t/trace") == trace.encode()
+        assert read(s3, bucket, "t/trace") == trace.encode(), "set for each invocation, cleared when absent"
     summaries = wait_until(lambda: _summaries(function.output()), 10, "summary lines")
     assert summaries[0]["bucket"] == bucket and summaries[0]["outcome"] == "succeeded"
     assert summaries[0]["requestId"] == "r1"

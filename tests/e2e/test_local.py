@@ -7,17 +7,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import bridge
-from helpers import wait_until
+from helpers import BRIDGE, ROOT, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-BRIDGE = [sys.executable, str(ROOT / "bridge.py")]
 NO_AWS = {"PATH": os.environ["PATH"], "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
 
 
@@ -435,3 +432,18 @@ def test_as_pid_1_a_signal_during_start_up_is_not_lost(tmp_path):
     finally:
         if container.poll() is None:
             container.kill()
+
+
+def test_links_in_the_bucket_folder_are_not_objects(tmp_path):
+    bucket, outside = tmp_path / "bucket", tmp_path / "outside"
+    (bucket / "d").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "elsewhere.txt").write_text("x")
+    (bucket / "d" / "real.txt").write_text("real")
+    os.symlink(outside / "elsewhere.txt", bucket / "d" / "file-link.txt")
+    os.symlink(outside, bucket / "d" / "folder-link")
+    listing = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && find . -type f | sort > listing']
+    keys_only = 'map(.Key) == ["d/real.txt"]'
+    result = local("--bucket-dir", str(bucket), "--all", "--", *listing, EXECUTION_FILTER_EXPR=keys_only)
+    assert result.returncode == 0, result.stderr
+    assert (bucket / "d" / "listing").read_text() == "./real.txt\n", "the filter let it run: the links were not listed"

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import keys, put, read
+from helpers import ROOT, UPPERCASE, keys, put, read, s3_event
 from runtime_api import RuntimeApiServer
 
-ROOT = Path(__file__).resolve().parents[2]
 ZIPAPP = ROOT / "dist" / "bootstrap"
-UPPERCASE = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && tr a-z A-Z < input.txt > output.txt']
 
 
 def pyenv_root() -> Path:
@@ -35,10 +33,6 @@ def interpreter(minor: int) -> str | None:
     found = sorted((pyenv_root() / "versions").glob(f"3.{minor}.*/bin/python3"))
     found = [str(p) for p in found if re.fullmatch(rf"3\.{minor}\.\d+", p.parent.parent.name)]
     return found[-1] if found else shutil.which(f"python3.{minor}")
-
-
-def s3_event(bucket, key):
-    return {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}
 
 
 def build_id() -> str:

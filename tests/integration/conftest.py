@@ -7,7 +7,7 @@ import tempfile
 import pytest
 
 import bridge
-from helpers import unique
+from helpers import queue_arn, unique
 
 
 @pytest.fixture(autouse=True)
@@ -27,10 +27,6 @@ def make_bridge(aws_env):
         return bridge.Bridge(config, bridge.S3Store(bridge.aws_session(None), config.transfer_concurrency), environ)
 
     return build
-
-
-def queue_arn(sqs, url):
-    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
 
 @pytest.fixture

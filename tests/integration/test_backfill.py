@@ -6,15 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from faulty_proxy import FaultyProxy
 
 import bridge
-from helpers import keys, put, unique, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT, keys, put, unique, wait_until
 
 
 def drain(sqs, url: str) -> list[dict]:

@@ -14,18 +14,13 @@ import pytest
 from faulty_proxy import FaultyProxy
 
 import bridge
-from helpers import keys, put, read, wait_until
+from helpers import ROOT, keys, one, put, read, s3_event, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 
 
 def work_folders():
     return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith(bridge.WORK_PREFIX)}
-
-
-def one(bucket, key):
-    return [bridge.Message("m", (bridge.ObjectRef(bucket, key),))]
 
 
 @pytest.fixture
@@ -191,12 +186,7 @@ def test_a_message_whose_delete_failed_is_processed_again_not_lost(proxy, aws_en
     sqs = clients["sqs"]
     url = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     put(clients["s3"], bucket, "d/input.txt")
-    body = {
-        "Records": [
-            {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": "d/input.txt"}}}
-        ]
-    }
-    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(s3_event(bucket, "d/input.txt")))
     spoiled = []
 
     def spoil_first_delete(target, request):
@@ -241,15 +231,7 @@ def test_a_worker_rides_out_an_unreachable_queue_and_recovers(proxy, aws_env, cl
         wait_until(lambda: (tmp_path / "log").read_text().count("retrying in") >= 2, 60, "two failed receives")
         proxy.heal()
         put(clients["s3"], bucket, "back/input.txt")
-        body = {
-            "Records": [
-                {
-                    "eventName": "ObjectCreated:Put",
-                    "s3": {"bucket": {"name": bucket}, "object": {"key": "back/input.txt"}},
-                }
-            ]
-        }
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(s3_event(bucket, "back/input.txt")))
         wait_until(lambda: "back/out" in keys(clients["s3"], bucket), 60, "processing once the queue is back")
     finally:
         assert stop(worker) == 0

@@ -14,9 +14,8 @@ import pytest
 from faulty_proxy import FaultyProxy
 
 import bridge
-from helpers import keys, put, read, wait_until
+from helpers import ROOT, keys, one, put, read, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
@@ -124,10 +123,7 @@ def test_a_handler_that_leaves_a_tree_deeper_than_the_recursion_limit_succeeds_a
     put(s3, bucket, "deep/input.txt")
     before = work_folders()
     handler = [sys.executable, "-c", DEEP.format(depth=1500)]
-    assert (
-        make_bridge(handler).process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "deep/input.txt"),))])
-        == []
-    )
+    assert make_bridge(handler).process_messages(one(bucket, "deep/input.txt")) == []
     assert read(s3, bucket, "deep/out.txt") == b"ok"
     assert work_folders() <= before
     assert "unexpected error" not in caplog.text
@@ -139,9 +135,7 @@ def test_an_output_deeper_than_path_max_fails_the_group_loudly_and_the_folder_st
     put(s3, bucket, "deeper/input.txt")
     before = work_folders()
     handler = [sys.executable, "-c", DEEP.format(depth=2500).replace('os.chmod(".", 0)', 'open("lost.txt", "w")')]
-    assert make_bridge(handler).process_messages(
-        [bridge.Message("m", (bridge.ObjectRef(bucket, "deeper/input.txt"),))]
-    ) == ["m"]
+    assert make_bridge(handler).process_messages(one(bucket, "deeper/input.txt")) == ["m"]
     assert "lost.txt" in caplog.text and "failed" in caplog.text
     assert work_folders() <= before
 
@@ -153,7 +147,7 @@ def test_keys_that_cannot_all_be_placed_are_refused_one_by_one_and_the_first_lis
     for key, body in [("k/a", "file"), ("k/a/", ""), ("k/a/b", "under"), (f"k/{long_segment}", "long"), ("k/ok", "ok")]:
         put(s3, bucket, key, body)
     handler = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && cat a ok > both']
-    assert make_bridge(handler).process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "k/ok"),))]) == []
+    assert make_bridge(handler).process_messages(one(bucket, "k/ok")) == []
     assert read(s3, bucket, "k/both") == b"fileok"
     for refused in ("k/a/", "k/a/b", f"k/{long_segment}"):
         assert f"not pulling s3://{bucket}/{refused}: it cannot be placed" in caplog.text
@@ -185,9 +179,7 @@ def test_a_handler_that_moves_its_work_folder_away_uploads_nothing_and_both_plac
         "-c",
         f'W=$(dirname "$ROOT_FOLDER"); echo "$W" > {tmp_path}/was; mv "$W" {moved}; ln -s {outside} "$W"',
     ]
-    assert make_bridge(handler).process_messages(
-        [bridge.Message("m", (bridge.ObjectRef(bucket, "mv/input.txt"),))]
-    ) == ["m"]
+    assert make_bridge(handler).process_messages(one(bucket, "mv/input.txt")) == ["m"]
     assert "moved, removed or replaced its work folder" in caplog.text
     assert keys(s3, bucket) == ["mv/input.txt"]
     assert not moved.exists() and not os.path.lexists((tmp_path / "was").read_text().strip())
@@ -206,9 +198,7 @@ def test_a_mount_left_in_the_work_folder_is_never_crossed(make_bridge, s3, bucke
         pytest.skip("cannot bind-mount here")
     subprocess.run(["umount", str(probe)], check=True)
     try:
-        assert make_bridge(handler).process_messages(
-            [bridge.Message("m", (bridge.ObjectRef(bucket, "mnt/input.txt"),))]
-        ) == ["m"]
+        assert make_bridge(handler).process_messages(one(bucket, "mnt/input.txt")) == ["m"]
     finally:
         for line in Path("/proc/self/mounts").read_text().splitlines():
             if bridge.WORK_PREFIX in line.split()[1]:

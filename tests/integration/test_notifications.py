@@ -3,9 +3,7 @@
 import pytest
 
 import bridge
-from helpers import keys, put, read, receive, sqs_event
-
-UPPERCASE = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && tr a-z A-Z < input.txt > output.txt']
+from helpers import UPPERCASE, keys, one, put, read, receive, sqs_event
 
 
 @pytest.mark.parametrize("wiring", ["s3_to_sqs", "s3_to_sns_to_sqs", "s3_to_eventbridge_to_sqs"])
@@ -74,7 +72,7 @@ def test_the_filter_sees_the_object_api_shape(bucket, s3, make_bridge):
     checker = make_bridge(
         ["/bin/sh", "-c", 'echo ok > "$ROOT_FOLDER/ran"'], EXECUTION_FILTER_EXPR=f"if {shape} then true else false end"
     )
-    assert checker.process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "d/input.txt"),))]) == []
+    assert checker.process_messages(one(bucket, "d/input.txt")) == []
     assert read(s3, bucket, "d/ran") == b"ok\n"
 
 
@@ -83,7 +81,7 @@ def test_target_bucket_receives_the_outputs(bucket, s3, make_bridge):
     s3.create_bucket(Bucket=target)
     put(s3, bucket, "x/input.txt", "hi")
     b = make_bridge(UPPERCASE, TARGET_BUCKET=target)
-    assert b.process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "x/input.txt"),))]) == []
+    assert b.process_messages(one(bucket, "x/input.txt")) == []
     assert keys(s3, target) == ["x/output.txt"]
     assert keys(s3, bucket) == ["x/input.txt"]
 
@@ -99,7 +97,7 @@ def test_only_new_or_changed_files_are_uploaded(bucket, s3, make_bridge):
     ]
     b = make_bridge(handler)
     before = s3.head_object(Bucket=bucket, Key="p/same.txt")["LastModified"]
-    assert b.process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "p/same.txt"),))]) == []
+    assert b.process_messages(one(bucket, "p/same.txt")) == []
     assert read(s3, bucket, "p/changed.txt") == b"new\n"
     assert read(s3, bucket, "p/sub/new.txt") == b"x\n"
     assert s3.head_object(Bucket=bucket, Key="p/same.txt")["LastModified"] == before
@@ -110,7 +108,7 @@ def test_pull_match_keys_select_what_is_pulled_but_not_what_the_filter_sees(buck
         put(s3, bucket, key, key)
     handler = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && found=$(ls | tr "\\n" " ") && printf %s "$found" > listing']
     b = make_bridge(handler, PULL_MATCH_KEYS=r"\.txt$", EXECUTION_FILTER_EXPR="length == 3")
-    assert b.process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "p/a.txt"),))]) == []
+    assert b.process_messages(one(bucket, "p/a.txt")) == []
     assert read(s3, bucket, "p/listing") == b"a.txt c.txt "
 
 
@@ -122,7 +120,7 @@ def test_objects_whose_keys_are_unsafe_paths_are_not_pulled(bucket, s3, make_bri
         "-c",
         'cd "$ROOT_FOLDER" && found=$(find . -type f | sort | tr "\\n" " ") && printf %s "$found" > found',
     ]
-    assert make_bridge(handler).process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "p/ok.txt"),))]) == []
+    assert make_bridge(handler).process_messages(one(bucket, "p/ok.txt")) == []
     assert read(s3, bucket, "p/found") == b"./ok.txt "
     assert f"s3://{bucket}/p/../escape.txt" in caplog.text
 
@@ -137,7 +135,7 @@ def test_the_listing_reads_every_page(bucket, s3, make_bridge):
         EXECUTION_FILTER_EXPR="length == 1005",
         PULL_MATCH_KEYS="^none$",
     )
-    assert counter.process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "many/00000"),))]) == []
+    assert counter.process_messages(one(bucket, "many/00000")) == []
     assert read(s3, bucket, "many/ran") == b"ran\n"
 
 
@@ -145,9 +143,7 @@ def test_an_object_larger_than_16_mib_goes_down_and_up_in_multipart(bucket, s3, 
     big = bytes(range(256)) * (17 * 4096)
     s3.upload_file(str(_write(tmp_path / "big", big)), bucket, "big/blob.bin")
     handler = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && cp blob.bin copy.bin && printf "!" >> copy.bin']
-    assert (
-        make_bridge(handler).process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "big/blob.bin"),))]) == []
-    )
+    assert make_bridge(handler).process_messages(one(bucket, "big/blob.bin")) == []
     head = s3.head_object(Bucket=bucket, Key="big/copy.bin")
     assert head["ContentLength"] == len(big) + 1
     assert "-" in head["ETag"], "a multipart upload has a dashed ETag"

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,10 +13,7 @@ import pytest
 from faulty_proxy import FaultyProxy
 
 import bridge
-from helpers import keys, put, read, unique, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-BRIDGE = [sys.executable, str(ROOT / "bridge.py")]
+from helpers import BRIDGE, keys, notifying_queue, put, read, s3_event, unique, wait_until
 
 
 def bridge_env(aws_env, **settings):
@@ -104,6 +100,12 @@ def test_run_with_bad_configuration_exits_2_naming_it(aws_env, settings, args, n
     assert named in result.stderr
 
 
+def test_consume_without_a_queue_exits_2_naming_the_variable(aws_env):
+    command = [*BRIDGE, "consume", "true"]
+    result = subprocess.run(command, env=bridge_env(aws_env), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "SQS_QUEUE_URL" in result.stderr
+
+
 def test_an_unknown_mode_or_option_is_a_usage_error():
     result = subprocess.run(
         [*BRIDGE, "run", "--nope"], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True
@@ -154,23 +156,6 @@ def workers(aws_env, tmp_path):
             worker.process.wait()
 
 
-def notifying_queue(clients, bucket, dead_letter_after=None):
-    sqs = clients["sqs"]
-    attributes = {}
-    dlq_url = None
-    if dead_letter_after:
-        dlq_url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(dead_letter_after)}
-        )
-    url = sqs.create_queue(QueueName=unique("q"), Attributes=attributes)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    config = {"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]}
-    clients["s3"].put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
-    return url, dlq_url
-
-
 def queue_counts(sqs, url):
     attributes = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
@@ -186,7 +171,7 @@ def test_consume_deletes_only_succeeded_messages_and_failures_reach_the_dead_let
     clients, bucket, workers, tmp_path
 ):
     s3, sqs = clients["s3"], clients["sqs"]
-    url, dlq = notifying_queue(clients, bucket, dead_letter_after=2)
+    url, dlq = notifying_queue(clients["s3"], clients["sqs"], bucket, dead_letter_after=2)
     ledger = tmp_path / "runs"
     handler = [
         "/bin/sh",
@@ -212,7 +197,7 @@ def test_consume_deletes_only_succeeded_messages_and_failures_reach_the_dead_let
 
 def test_a_job_longer_than_the_visibility_timeout_is_not_redelivered_while_it_runs(clients, bucket, workers, tmp_path):
     s3 = clients["s3"]
-    url, _ = notifying_queue(clients, bucket)
+    url, _ = notifying_queue(clients["s3"], clients["sqs"], bucket)
     ledger = tmp_path / "runs"
     handler = ["/bin/sh", "-c", f'echo "$KEY_PREFIX" >> {ledger}; sleep 7; touch "$ROOT_FOLDER/output.txt"']
     settings = {"MATCH_KEY": r"input\.txt$", "SQS_VISIBILITY_TIMEOUT": "2"}
@@ -226,7 +211,7 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_redelivered_while_it_ru
 
 def test_sigterm_lets_a_short_job_finish_and_deletes_its_message(clients, bucket, workers, tmp_path):
     s3 = clients["s3"]
-    url, _ = notifying_queue(clients, bucket)
+    url, _ = notifying_queue(clients["s3"], clients["sqs"], bucket)
     started = tmp_path / "started"
     worker = workers(
         url, ["/bin/sh", "-c", f'touch {started}; sleep 2; touch "$ROOT_FOLDER/output.txt"'], MATCH_KEY=r"input\.txt$"
@@ -241,7 +226,7 @@ def test_sigterm_lets_a_short_job_finish_and_deletes_its_message(clients, bucket
 
 def test_sigterm_ends_a_job_past_the_grace_period_and_keeps_its_message(clients, bucket, workers, tmp_path):
     s3 = clients["s3"]
-    url, _ = notifying_queue(clients, bucket)
+    url, _ = notifying_queue(clients["s3"], clients["sqs"], bucket)
     started = tmp_path / "started"
     worker = workers(
         url,
@@ -261,7 +246,7 @@ def test_sigterm_ends_a_job_past_the_grace_period_and_keeps_its_message(clients,
 
 
 def test_an_idle_worker_stops_at_once_on_sigint(clients, bucket, workers):
-    url, _ = notifying_queue(clients, bucket)
+    url, _ = notifying_queue(clients["s3"], clients["sqs"], bucket)
     worker = workers(url, ["true"])
     wait_until(lambda: "consuming" in worker.output(), 20, "the worker to start")
     began = time.monotonic()
@@ -271,7 +256,7 @@ def test_an_idle_worker_stops_at_once_on_sigint(clients, bucket, workers):
 
 def test_two_workers_on_one_queue_process_every_message_once(clients, bucket, workers, tmp_path):
     s3 = clients["s3"]
-    url, _ = notifying_queue(clients, bucket)
+    url, _ = notifying_queue(clients["s3"], clients["sqs"], bucket)
     ledger = tmp_path / "runs"
     handler = ["/bin/sh", "-c", f'echo "$KEY_PREFIX" >> {ledger}; sleep 0.3; touch "$ROOT_FOLDER/output.txt"']
     for _ in range(2):
@@ -295,12 +280,7 @@ def test_a_worker_backs_off_while_the_queue_is_missing_and_recovers(clients, buc
     real_url = sqs.create_queue(QueueName=name)["QueueUrl"]
     assert real_url == url
     put(s3, bucket, "late/input.txt")
-    body = {
-        "Records": [
-            {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": "late/input.txt"}}}
-        ]
-    }
-    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(s3_event(bucket, "late/input.txt")))
     wait_until(lambda: "late/output.txt" in keys(s3, bucket), 60, "the output once the queue exists")
     assert worker.stop() == 0
 
@@ -308,7 +288,7 @@ def test_a_worker_backs_off_while_the_queue_is_missing_and_recovers(clients, buc
 def test_sigterm_while_inputs_download_lets_no_handler_start_and_keeps_the_message(
     clients, bucket, aws_env, moto_url, tmp_path
 ):
-    url, _ = notifying_queue(clients, bucket)
+    url, _ = notifying_queue(clients["s3"], clients["sqs"], bucket)
     proxy = FaultyProxy(moto_url)
     proxy.stall = lambda method, path: method == "GET" and path.endswith("/pull/input.txt")
     started = tmp_path / "started"
@@ -331,3 +311,23 @@ def test_sigterm_while_inputs_download_lets_no_handler_start_and_keeps_the_messa
     assert not started.exists(), "no handler starts once the worker is stopping"
     assert "the handler was not started" in worker.output()
     assert queue_counts(clients["sqs"], url) == (0, 1), "the message is kept, to come back"
+
+
+def test_groups_of_a_batch_not_yet_started_when_sigterm_comes_are_not_started(clients, bucket, workers, tmp_path):
+    sqs = clients["sqs"]
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    for folder in ("one/", "two/"):
+        put(clients["s3"], bucket, f"{folder}input.txt")
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(s3_event(bucket, f"{folder}input.txt")))
+    ledger, gate = tmp_path / "runs", tmp_path / "gate"
+    handler = f'echo "$KEY_PREFIX" >> {ledger}; while [ ! -e {gate} ]; do sleep 0.1; done; touch "$ROOT_FOLDER/out"'
+    worker = workers(url, ["/bin/sh", "-c", handler], SQS_VISIBILITY_TIMEOUT="60")
+    wait_until(ledger.exists, 30, "the first group's handler")
+    worker.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: "taking no new work" in worker.output(), 10, "the worker to hear the signal")
+    gate.touch()
+    assert worker.stop(timeout=30) == 0
+    (first,) = runs_of(ledger)
+    assert f"{first}out" in keys(clients["s3"], bucket), "the running group finished within its grace"
+    assert "not started: shutting down" in worker.output()
+    assert queue_counts(sqs, url) == (0, 1), "the group not started keeps its message"

@@ -143,3 +143,12 @@ def test_on_musl_confstr_raises_and_the_musl_jq_build_is_chosen(monkeypatch):
     monkeypatch.setattr(os, "confstr", musl_confstr)
     assert bridge.running_glibc() is None
     assert bridge.select_jq_build(BUILDS, (3, 11), "x86_64", bridge.running_glibc()) == "cp311-musllinux_1_2-x86_64"
+
+
+def test_a_cache_folder_of_another_user_is_not_trusted_and_is_unpacked_again(tmp_path):
+    bundle = make_bundle(tmp_path)
+    dest = bundle.unpack("lib/", str(tmp_path / "cache" / "lib"))
+    os.chown(dest, 65534, 65534)
+    assert not bridge._usable(dest)
+    bundle.unpack("lib/", dest)
+    assert bridge._usable(dest) and os.stat(dest).st_uid == os.geteuid()

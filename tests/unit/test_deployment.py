@@ -10,8 +10,8 @@ import pytest
 from cfnlint.decode import decode
 
 import bridge
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "examples" / "aws" / "template.yaml"
 
 

@@ -1,11 +1,8 @@
 """Pure helpers of the Lambda transport, the handler runner and work folders."""
 
-import contextlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -97,45 +94,6 @@ def test_a_handler_past_its_timeout_and_its_children_are_killed(tmp_path):
     child = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
-
-
-def test_a_grandchild_left_running_is_killed_when_the_handler_exits(tmp_path):
-    pidfile = tmp_path / "child.pid"
-    assert bridge.Supervisor().run_handler(["/bin/sh", "-c", f"sleep 60 & echo $! > {pidfile}"], os.environ, None) == 0
-    child = int(pidfile.read_text())
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(child, os.WNOHANG)
-    with pytest.raises(ProcessLookupError):
-        for _ in range(100):
-            os.kill(child, 0)
-            time.sleep(0.02)
-
-
-def test_stale_work_folders_are_removed_but_live_ones_kept(tmp_path):
-    stale = tmp_path / (bridge.WORK_PREFIX + "stale")
-    stale.mkdir()
-    (stale / "leftover").write_text("x")
-    unrelated = tmp_path / "other"
-    unrelated.mkdir()
-    code = (
-        f"import bridge, sys, tempfile; tempfile.tempdir={str(tmp_path)!r}; "
-        "print(bridge.make_work_folder().path, flush=True); sys.stdin.read()"
-    )
-    live = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=os.path.dirname(bridge.__file__),
-    )
-    try:
-        live_path = live.stdout.readline().strip()
-        bridge.remove_stale_work_folders(str(tmp_path))
-        assert not stale.exists()
-        assert os.path.isdir(live_path)
-        assert unrelated.exists()
-    finally:
-        live.communicate("")
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 import bridge
-from helpers import wait_until
+from helpers import ROOT, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
