@@ -28,7 +28,9 @@ import datetime
 import errno
 import fcntl
 import functools
+import gc
 import hashlib
+import hmac
 import http.client
 import json
 import logging
@@ -548,6 +550,14 @@ def _number(
     return value
 
 
+def _switch(environ: Mapping[str, str], name: str) -> bool:
+    """On unless set to 0, false, no or off."""
+    raw = _text(environ, name).lower()
+    if raw not in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ConfigError(f"{name}: expected on or off (1/0, true/false, yes/no), got {raw!r}")
+    return raw not in ("0", "false", "no", "off")
+
+
 def _env_name(environ: Mapping[str, str], name: str, default: str) -> str:
     value = _text(environ, name) or default
     if not _ENV_NAME.match(value):
@@ -610,6 +620,7 @@ class Config:
     log_level: int = logging.INFO
     log_json: bool = False
     metrics_namespace: str | None = None
+    fast_path: bool = True
     function_name: str = "s3-event-bridge"
 
     @classmethod
@@ -646,6 +657,7 @@ class Config:
             log_level=_LOG_LEVELS[level],
             log_json=log_format == "JSON",
             metrics_namespace=namespace,
+            fast_path=_switch(environ, "S3_EVENT_BRIDGE_FAST_PATH"),
             function_name=_text(environ, "AWS_LAMBDA_FUNCTION_NAME") or "s3-event-bridge",
         )
 
@@ -1057,6 +1069,279 @@ def aws_session(bundle_files: str | None) -> Any:
     return session
 
 
+###############################################################################
+# S3's fast path: single-request GET and PUT with the standard library
+###############################################################################
+
+FAST_PATH_MAX_BYTES = 2 * 1024 * 1024
+FAST_PATH_BUFFERS = 32 * 1024 * 1024
+AUTH_FAILURES_BEFORE_OFF = 3
+#: Parameters S3's endpoint ruleset declares but, as checked at start-up, never reads.
+UNREAD_ENDPOINT_PARAMETERS = ("Key", "Prefix", "CopySource")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def cache_endpoints_per_bucket(session: Any, client: Any) -> bool:
+    """Keep the object key out of botocore's endpoint cache, so the ruleset runs once per bucket.
+
+    botocore caches resolved endpoints by every parameter, the key among
+    them: each new key evaluates ~64 rule functions again. Done only where
+    the private attribute exists and S3's ruleset really never reads those
+    parameters (checked in its data); otherwise nothing changes.
+    """
+    provider = getattr(getattr(client, "_ruleset_resolver", None), "_provider", None)
+    resolve = getattr(provider, "resolve_endpoint", None)
+    rules = session.get_component("data_loader").load_service_model("s3", "endpoint-rule-set-1").get("rules")
+    names = "|".join(UNREAD_ENDPOINT_PARAMETERS)
+    if resolve is None or re.search(rf'"ref": "(?:{names})"|\{{(?:{names})[}}#]', json.dumps(rules)):
+        return False
+    provider.resolve_endpoint = functools.partial(_resolve_without_keys, resolve)
+    return True
+
+
+def _resolve_without_keys(resolve: Callable[..., Any], **parameters: Any) -> Any:
+    for name in UNREAD_ENDPOINT_PARAMETERS:
+        parameters.pop(name, None)
+    return resolve(**parameters)
+
+
+def key_path(key: str) -> str:
+    """The key as S3 wants it in a path, and signs it: UTF-8, %-encoded once (not twice, as
+    other services do), never normalised (`a//b` and `./` stay)."""
+    return urllib.parse.quote(key.encode(), safe="/~")
+
+
+def sign(
+    method: str, host: str, path: str, payload: str, credentials: Any, region: str, when: str, kind: str | None
+) -> dict:
+    """SigV4 headers for an S3 request without a query string: signed are content-type
+    (when given), host, x-amz-content-sha256 (the payload's real sha256), x-amz-date
+    and x-amz-security-token (temporary credentials), in that sorted order."""
+    headers = {"Content-Type": kind} if kind else {}
+    headers.update({"Host": host, "X-Amz-Content-SHA256": payload, "X-Amz-Date": when})
+    if credentials.token:
+        headers["X-Amz-Security-Token"] = credentials.token
+    names = ";".join(name.lower() for name in headers)
+    canonical = "".join(f"{name.lower()}:{' '.join(value.split())}\n" for name, value in headers.items())
+    request = f"{method}\n{path}\n\n{canonical}\n{names}\n{payload}"
+    scope = f"{when[:8]}/{region}/s3/aws4_request"
+    text = f"AWS4-HMAC-SHA256\n{when}\n{scope}\n{hashlib.sha256(request.encode()).hexdigest()}"
+    key = f"AWS4{credentials.secret_key}".encode()
+    for part in (when[:8], region, "s3", "aws4_request"):
+        key = hmac.digest(key, part.encode(), "sha256")
+    signature = hmac.new(key, text.encode(), "sha256").hexdigest()
+    credential = f"{credentials.access_key}/{scope}"
+    headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders={names}, Signature={signature}"
+    return headers
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a bucket's requests go, as botocore's endpoint ruleset resolved it."""
+
+    scheme: str
+    host: str  # what the socket connects to
+    port: int | None
+    host_header: str  # what is signed and sent: no default port, IPv6 in brackets
+    base_path: str  # "/bucket" when path-style, "" when virtual-hosted
+    region: str  # the signing region
+
+
+def resolve_target(client: Any, bucket: str, operation: str) -> Target | None:
+    """The bucket's endpoint if botocore would sign its requests with plain SigV4 for "s3", else None.
+
+    These are the calls botocore's own region redirector makes, so the
+    client's settings apply (region, endpoint URL, FIPS, dual-stack,
+    addressing style) and so do the regions it learned from redirects.
+    Everything else stays on botocore: S3 Express, multi-region access points
+    (SigV4A), Object Lambda, Outposts, unsigned clients, and any answer with
+    extra headers or properties.
+    """
+    resolver = client._ruleset_resolver
+    context = {"client_region": client.meta.region_name, "client_config": client.meta.config}
+    try:
+        model = client.meta.service_model.operation_model(operation)
+        endpoint = resolver.construct_endpoint(model, {"Bucket": bucket}, context)
+        schemes = endpoint.properties.get("authSchemes") or []
+        auth_type, signing = resolver.auth_schemes_to_signing_ctx(schemes)
+    except Exception:  # whatever botocore has to say about this bucket, it says it itself
+        return None
+    plain = [s for s in schemes if s.get("name") == "sigv4" and s.get("signingName") == "s3"]
+    url = urllib.parse.urlsplit(endpoint.url)
+    certainly_right = (
+        set(endpoint.properties) == {"authSchemes"}
+        and not endpoint.headers
+        and auth_type in ("v4", "s3v4")
+        and plain
+        and signing.get("signing_name") == "s3"
+        and signing.get("region") == plain[0].get("signingRegion")
+        and url.scheme in ("http", "https")
+        and url.hostname
+        and not (url.username or url.query or url.fragment)
+    )
+    if not certainly_right:
+        return None
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    host_header = host if url.port in (None, {"http": 80, "https": 443}[url.scheme]) else f"{host}:{url.port}"
+    return Target(url.scheme, url.hostname, url.port, host_header, url.path.rstrip("/"), signing["region"])
+
+
+class FastPath:
+    """Single-request GET and PUT of small objects without botocore's request machinery.
+
+    botocore spends ~1 ms of CPU on each small request; this path, ~0.3 ms:
+    one keep-alive http.client connection per thread, SigV4 signed here,
+    credentials from botocore (frozen per request, so refreshed ones work),
+    the endpoint resolved by botocore's ruleset once per bucket. It is taken
+    only where certainly right (see resolve_target and __init__); `get` and
+    `put` return None or False for anything else, or any answer but a clean
+    200, and the caller does that object again through botocore, with its
+    retries, redirects and error types. Three authentication failures switch
+    it off for the process, with one warning.
+
+    A PUT holds its body to sign its sha256 (S3 then verifies what it stores),
+    so bodies are capped: 2 MiB, and 32 MiB across the transfer threads.
+    """
+
+    def __init__(self, session: Any, client: Any, concurrency: int, enabled: bool) -> None:
+        import urllib.request  # with botocore (see aws_session), which imports it anyway
+
+        import botocore.httpsession
+
+        config = client.meta.config
+        # HTTPS is verified as botocore verifies it (its value, from AWS_CA_BUNDLE, the profile,
+        # REQUESTS_CA_BUNDLE or its own bundle); the bundle is parsed once, not per connection.
+        verify = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None), "_verify", None)
+        self.client, self.credentials = client, session.get_credentials()
+        self.enabled = enabled and self.credentials is not None and not config.client_cert and verify is not None
+        self.enabled &= not config.proxies and set(urllib.request.getproxies()) <= {"no"}
+        self.enabled &= hasattr(client, "_ruleset_resolver")
+        self.max_bytes = min(FAST_PATH_MAX_BYTES, FAST_PATH_BUFFERS // concurrency)
+        self.timeouts = (config.connect_timeout, config.read_timeout)
+        self.user_agent = f"{config.user_agent} fast-path"
+        self.ca_file = botocore.httpsession.get_cert_path(verify) if verify else None
+        self._context: Any = None  # an ssl.SSLContext, made for the first HTTPS connection
+        self.targets: dict[tuple[str, str], Target | None] = {}
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.auth_failures = 0
+
+    def get(self, bucket: str, key: str, path: str) -> str | None:
+        """Download into path; the file's sha256, or None when botocore must do it."""
+        sent = self._send(bucket, "GetObject", "GET", key, b"", None)
+        if sent is None:
+            return None
+        connection, response = sent
+        digest, received = hashlib.sha256(), 0
+        try:
+            with open(path, "wb") as target:
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    target.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            return None
+        if not response.chunked and str(received) != response.getheader("Content-Length"):
+            connection.close()  # read() ends a cut body quietly: only the count tells
+            return None
+        return digest.hexdigest()
+
+    def put(self, bucket: str, key: str, path: str, content_type: str | None) -> bool:
+        """Upload path under key; False when botocore must do it (the same bytes again: safe)."""
+        with open(path, "rb") as source:
+            body = source.read(self.max_bytes + 1)
+        sent = self._send(bucket, "PutObject", "PUT", key, body, content_type) if len(body) <= self.max_bytes else None
+        if sent is None:
+            return False
+        try:
+            sent[1].read()
+        except (OSError, http.client.HTTPException):
+            sent[0].close()
+            return False
+        return True
+
+    def _send(self, bucket: str, operation: str, method: str, key: str, body: bytes, kind: str | None) -> Any:
+        """One signed request: (connection, response) if S3 answered 200, else None."""
+        target = self._target(bucket, operation)
+        if target is None:
+            return None
+        import botocore.handlers  # see aws_session
+
+        path = f"{target.base_path}/{key_path(key)}"
+        payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+        when = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        frozen = self.credentials.get_frozen_credentials()
+        headers = sign(method, target.host_header, path, payload, frozen, target.region, when, kind)
+        headers["User-Agent"] = self.user_agent
+        botocore.handlers.add_recursion_detection_header({"headers": headers})  # Lambda's loop detection
+        connection = self._connection(target)
+        try:
+            connection.request(method, path, body or None, headers)
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            return None
+        if response.status == 200:
+            return connection, response
+        connection.close()
+        self._refused(bucket, response.status)
+        return None
+
+    def _target(self, bucket: str, operation: str) -> Target | None:
+        if not self.enabled:
+            return None
+        if (bucket, operation) not in self.targets:
+            self.targets[bucket, operation] = resolve_target(self.client, bucket, operation)
+        return self.targets[bucket, operation]
+
+    def _connection(self, target: Target) -> http.client.HTTPConnection:
+        """This thread's keep-alive connection to the target's host; one the server closed while idle is renewed."""
+        connections = self.local.__dict__.setdefault("connections", {})
+        connection = connections.get((target.scheme, target.host, target.port))
+        if connection is None:
+            if target.scheme == "https":
+                connection = http.client.HTTPSConnection(target.host, target.port, context=self._ssl(), blocksize=CHUNK)
+            else:
+                connection = http.client.HTTPConnection(target.host, target.port, blocksize=CHUNK)
+            connections[target.scheme, target.host, target.port] = connection
+        if connection.sock is not None and select.select([connection.sock], [], [], 0)[0]:
+            connection.close()  # an idle socket with something to read: the server closed it
+        if connection.sock is None:
+            connection.timeout = self.timeouts[0]
+            connection.connect()
+            connection.sock.settimeout(self.timeouts[1])
+        return connection
+
+    def _ssl(self) -> Any:
+        import ssl  # with botocore (see aws_session), which imports it anyway
+
+        with self.lock:
+            if self._context is None:
+                self._context = ssl.create_default_context()
+                if self.ca_file is None:  # verify=False: botocore does not check either
+                    self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
+                elif os.path.isdir(self.ca_file):
+                    self._context.load_verify_locations(capath=self.ca_file)
+                else:
+                    self._context.load_verify_locations(cafile=self.ca_file)
+            return self._context
+
+    def _refused(self, bucket: str, status: int) -> None:
+        """A non-200 answer: resolve the bucket again next time (botocore may learn a
+        redirect's region meanwhile); count authentication failures."""
+        for operation in ("GetObject", "PutObject"):
+            self.targets.pop((bucket, operation), None)
+        with self.lock:
+            self.auth_failures += status in (401, 403)
+            if status in (401, 403) and self.auth_failures == AUTH_FAILURES_BEFORE_OFF:
+                self.enabled = False
+                log.warning(
+                    "S3 refused %d fast-path requests as unauthenticated: botocore does them all now",
+                    self.auth_failures,
+                )
+
+
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
 
@@ -1070,16 +1355,25 @@ class S3Store:
     pool live for the whole process, so connections are reused.
     """
 
-    def __init__(self, session: Any, concurrency: int) -> None:
+    def __init__(self, session: Any, concurrency: int, fast_path: bool = True) -> None:
+        import platform
+
         import botocore.config  # see aws_session
         import botocore.handlers
 
         # Client-side parameter validation costs ~10% of a small request's CPU;
         # the bridge builds every request itself, and S3 validates them anyway.
+        # A fixed user agent spares botocore building its own twice per request.
+        agent = f"s3-event-bridge/{__version__} botocore/{botocore.__version__} python/{platform.python_version()}"
         config = botocore.config.Config(
-            max_pool_connections=concurrency, retries={"mode": "standard"}, parameter_validation=False
+            max_pool_connections=concurrency,
+            retries={"mode": "standard"},
+            parameter_validation=False,
+            user_agent=agent,
         )
         self.client = session.create_client("s3", config=config)
+        cache_endpoints_per_bucket(session, self.client)
+        self.fast = FastPath(session, self.client, concurrency, fast_path)
         # botocore sends "Expect: 100-continue" with every file body, costing
         # each small single-request upload a round trip; keep it for multipart
         # parts only, where sparing a rejected 8 MiB body is worth one.
@@ -1130,6 +1424,9 @@ class S3Store:
             # The listed size spares s3transfer a HEAD request.
             self.manager.download(bucket, obj["Key"], path, subscribers=[_KnownSize(obj["Size"])]).result()
             return file_digest(path)
+        digest = self.fast.get(bucket, obj["Key"], path) if obj["Size"] <= self.fast.max_bytes else None
+        if digest is not None:
+            return digest
         body = self.client.get_object(Bucket=bucket, Key=obj["Key"])["Body"]
         return write_hashing(body.iter_chunks(CHUNK), path)
 
@@ -1138,9 +1435,11 @@ class S3Store:
         _results([(key, self.pool.submit(self._upload, bucket, path, key)) for path, key in items], bucket, "upload")
 
     def _upload(self, bucket: str, path: str, key: str) -> None:
-        extra = _content_type(key)
-        if os.path.getsize(path) >= MULTIPART_THRESHOLD:
+        extra, size = _content_type(key), os.path.getsize(path)
+        if size >= MULTIPART_THRESHOLD:
             self.manager.upload(path, bucket, key, extra_args=extra).result()
+            return
+        if size <= self.fast.max_bytes and self.fast.put(bucket, key, path, extra.get("ContentType")):
             return
         with open(path, "rb") as body:
             self.client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
@@ -1390,6 +1689,7 @@ class Supervisor:
             yield
         finally:
             signal.alarm(0)
+            gc.enable()
             signal.set_wakeup_fd(previous_fd)
             for signum, handler in zip(STOP_SIGNALS, previous):
                 signal.signal(signum, handler)
@@ -1437,6 +1737,11 @@ class Supervisor:
     def run(self, work: Callable[[], int], stopped: int, cut: int = 1) -> int:
         """Run work on a thread; its exit status, `stopped` if a signal ended it while idle,
         or `cut` (at the hard deadline) if busy work had to be left unfinished."""
+        # Start-up ran without garbage collection: it builds ~65,000 objects that live as long
+        # as the process (botocore's models, rules, handlers) and frees next to none, yet the
+        # collections walked them all (25-40 ms of CPU, one landing in the first invocation).
+        gc.freeze()
+        gc.enable()
         status: list[int] = []
         threading.Thread(target=_work_thread, args=(work, status, self.waker), daemon=True).start()
         event = os.read(self.wake, 1)[0]
@@ -2498,6 +2803,7 @@ def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle 
     """Exit status: 0 success, 1 failure, 2 configuration or usage error."""
     environ = os.environ if environ is None else environ
     supervisor = Supervisor(reap=True)
+    gc.disable()  # start-up builds what lives as long as the process: see Supervisor.run
     with supervisor.listening():  # first: a signal during start-up is not lost (PID 1 ignores unhandled ones)
         try:
             build = f"build {bundle.build_id}" if bundle else "bridge.py"
@@ -2547,7 +2853,9 @@ def main_lambda(args: Any, environ: Any, bundle: Bundle | None, supervisor: Supe
         config = Config.from_env(environ, args.command)
         formatter = setup_logging(config)
         remove_stale_work_folders()
-        bridge = Bridge(config, S3Store(aws_session(files), config.transfer_concurrency), environ, supervisor)
+        bridge = Bridge(
+            config, S3Store(aws_session(files), config.transfer_concurrency, config.fast_path), environ, supervisor
+        )
     except Exception as exc:  # any start-up failure is an init error for Lambda
         with contextlib.suppress(RuntimeApiError):
             api.init_error(exc)
@@ -2564,7 +2872,9 @@ def _bucket_and_prefix(args: Any, config: Config) -> tuple[str, str]:
 
 def main_run(args: Any, config: Config, environ: Any, files: str | None, supervisor: Supervisor) -> int:
     bucket, prefix = _bucket_and_prefix(args, config)
-    bridge = Bridge(config, S3Store(aws_session(files), config.transfer_concurrency), environ, supervisor)
+    bridge = Bridge(
+        config, S3Store(aws_session(files), config.transfer_concurrency, config.fast_path), environ, supervisor
+    )
     return supervisor.run(functools.partial(run_once, bridge, bucket, prefix), stopped=1)
 
 
@@ -2573,7 +2883,7 @@ def main_consume(config: Config, environ: Any, files: str | None, supervisor: Su
         raise ConfigError("SQS_QUEUE_URL: consume needs the queue to read from")
     session = aws_session(files)
     supervisor.grace = SHUTDOWN_GRACE_SECONDS
-    bridge = Bridge(config, S3Store(session, config.transfer_concurrency), environ, supervisor)
+    bridge = Bridge(config, S3Store(session, config.transfer_concurrency, config.fast_path), environ, supervisor)
     return supervisor.run(functools.partial(serve_sqs, bridge, sqs_client(session)), stopped=0, cut=0)
 
 

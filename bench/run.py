@@ -15,6 +15,7 @@ Usage: bash bench/run.sh [--runs N] [--cases 200x1MiB,2000x4KiB,1x1GiB]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -33,6 +34,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "tests"))
 import coldstart  # noqa: E402
+import micro  # noqa: E402
 from servers import Moto, SeaweedFS, environment  # noqa: E402
 
 from runtime_api import RuntimeApiServer  # noqa: E402
@@ -41,16 +43,28 @@ KIB, MIB, GIB = 1024, 1024**2, 1024**3
 CASES = {"200x1MiB": (200, MIB), "2000x4KiB": (2000, 4 * KIB), "1x1GiB": (1, GIB)}
 
 
-def timed(command: list[str], env: dict) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MB) of one process."""
+def timed(command: list[str], env: dict) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (MB) and client CPU seconds (its own and its children's) of one process.
+
+    The peak is the process's own VmHWM, read while it runs: ru_maxrss would also count the memory of
+    this benchmark, from which it was forked.
+    """
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    peak = 0
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            lines = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+            peak = max(peak, int(next(line for line in lines if line.startswith("VmHWM:")).split()[1]))
+        time.sleep(0.02)
     elapsed = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"{command[:4]} failed: {process.stderr.read().decode()[-2000:]}")
     process.returncode = 0
-    return elapsed, usage.ru_maxrss // 1024
+    return elapsed, peak // 1024, usage.ru_utime + usage.ru_stime
 
 
 def seed(client, bucket: str, prefix: str, count: int, size: int) -> None:
@@ -92,8 +106,9 @@ def contenders(tools: dict, url: str, bucket: str, prefix: str) -> dict[str, lis
 
 def transfer_table(tools, url, env, client, bucket, runs, cases) -> list[str]:
     lines = [
-        "| case | bridge | awscli | raw boto3 | s5cmd | bridge vs awscli | vs raw boto3 | vs s5cmd | bridge peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | bridge | awscli | raw boto3 | s5cmd | bridge vs awscli | vs raw boto3 | vs s5cmd "
+        "| client CPU s: bridge / awscli / raw boto3 / s5cmd | bridge peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for name in cases:
@@ -102,19 +117,22 @@ def transfer_table(tools, url, env, client, bucket, runs, cases) -> list[str]:
         seed(client, bucket, prefix, count, size)
         commands = contenders(tools, url, bucket, prefix)
         times = {who: [] for who in commands}
+        cpu = {who: [] for who in commands}
         rss = []
         for _ in range(runs):
             for who, command in commands.items():
-                seconds, peak = timed(command, {**env, "TMPDIR": tools["tmp"]})
+                seconds, peak, used = timed(command, {**env, "TMPDIR": tools["tmp"]})
                 times[who].append(seconds)
+                cpu[who].append(used)
                 if who == "bridge":
                     rss.append(peak)
         med = {who: statistics.median(t) for who, t in times.items()}
+        cpus = " / ".join(f"{statistics.median(cpu[who]):.2f}" for who in commands)
         speed = {who: med[who] / med["bridge"] for who in med}  # > 1: the bridge is faster
         lines.append(
             f"| {count} x {size // KIB if size < MIB else size // MIB} {'KiB' if size < MIB else 'MiB'} "
             f"| {med['bridge']:.2f} s | {med['awscli']:.2f} s | {med['raw boto3']:.2f} s | {med['s5cmd']:.2f} s "
-            f"| {speed['awscli']:.2f}x | {speed['raw boto3']:.2f}x | {speed['s5cmd']:.2f}x | {max(rss)} MB |"
+            f"| {speed['awscli']:.2f}x | {speed['raw boto3']:.2f}x | {speed['s5cmd']:.2f}x | {cpus} | {max(rss)} MB |"
         )
         print(lines[-1], flush=True)
     return lines
@@ -191,6 +209,9 @@ def main() -> None:
         print(f"machine: {machine}; python {platform.python_version()}")
         print(f"S3 server: SeaweedFS (weed mini) on 127.0.0.1, sharing the cores; medians of {args.runs} runs")
         print(f"zipapp: {os.path.getsize(args.zipapp) / 1e6:.1f} MB\n")
+        print("## Client CPU per small request (4 KiB, one thread)\n")
+        os.environ["AWS_ENDPOINT_URL"] = seaweed.url
+        print(micro.measure(bucket) + "\n")
         print("## Transfers: pull, append one byte to every file, push\n")
         print("Ratios are speed ratios (their time / bridge time): above 1.00x the bridge is faster.\n")
         transfer_table(tools, seaweed.url, env, client, bucket, args.runs, args.cases.split(","))

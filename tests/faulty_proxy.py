@@ -3,8 +3,11 @@
 It forwards every request to the real server and can instead: refuse
 everything (the server is down), cut a response after N body bytes (the
 server died mid-download), cut a request after N body bytes (mid-upload),
-answer 503 SlowDown (throttling), rewrite an SQS JSON request, or hold the
-requests a test picks until it heals the proxy (a phase that hangs).
+answer 503 SlowDown (throttling) or any status a test picks, rewrite an SQS
+JSON request, hold the requests a test picks until it heals the proxy (a
+phase that hangs), or close each connection after its answer (as a server
+ending an idle keep-alive connection). It records what it served, and who
+asked (the User-Agent).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class FaultyProxy:
         self.throttle = 0
         self.rewrite_sqs = None  # (target, body dict) -> body dict
         self.stall = None  # (method, path) -> bool: hold that request until heal() or close()
+        self.answer = None  # (method, path) -> status or None: answer that status instead of forwarding
+        self.close_each = False
+        self.agents: list[str] = []
         self.stalled: list[tuple[str, str]] = []
         self.released = threading.Event()
         self.served: list[tuple[str, str, int]] = []
@@ -54,8 +60,15 @@ class FaultyProxy:
                     return self._drop()
                 body = self.rfile.read(length) if length else None
                 with owner.lock:
+                    owner.agents.append(self.headers.get("User-Agent", ""))
                     throttled = owner.throttle > 0
                     owner.throttle -= throttled
+                    planned = owner.answer and owner.answer(self.command, self.path)
+                if planned:
+                    owner._record(self.command, self.path, planned)
+                    return self._answer(
+                        planned, {"Content-Type": "application/xml"}, b"<Error><Code>Planned</Code></Error>"
+                    )
                 if throttled:
                     owner._record(self.command, self.path, 503)
                     return self._answer(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
@@ -91,6 +104,8 @@ class FaultyProxy:
                     self.wfile.write(data if send is None else data[:send])
                 if send is not None:
                     self._drop()
+                elif owner.close_each:
+                    self.close_connection = True
 
             def _drop(self) -> None:
                 self.wfile.flush()
@@ -114,7 +129,8 @@ class FaultyProxy:
         self.cut_responses_after = self.cut_requests_after = None
         self.throttle = 0
         self.rewrite_sqs = None
-        self.stall = None
+        self.stall = self.answer = None
+        self.close_each = False
         self.released.set()
 
     def close(self) -> None:

@@ -24,7 +24,8 @@ def make_bridge(aws_env):
     def build(handler, **settings):
         environ = {**os.environ, **settings}
         config = bridge.Config.from_env(environ, handler)
-        return bridge.Bridge(config, bridge.S3Store(bridge.aws_session(None), config.transfer_concurrency), environ)
+        store = bridge.S3Store(bridge.aws_session(None), config.transfer_concurrency, config.fast_path)
+        return bridge.Bridge(config, store, environ)
 
     return build
 
