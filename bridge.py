@@ -13,6 +13,7 @@ HANDLER_COMMAND run with /bin/sh -c):
     bootstrap run [--bucket B] [--prefix P] CMD...   one group, then exit
     bootstrap consume CMD...             long-running SQS worker (SQS_QUEUE_URL)
     bootstrap local --bucket-dir DIR [KEY...] [-- CMD...]   a folder is the bucket
+    bootstrap backfill [--bucket B] [--prefix P]   notify SQS_QUEUE_URL of existing objects
     bootstrap --prepare DIR              (zipapp) unpack at image build time
 
 Exit codes: 0 success, 1 failure, 2 configuration or usage error.
@@ -20,7 +21,6 @@ Exit codes: 0 success, 1 failure, 2 configuration or usage error.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -98,8 +98,95 @@ class RuntimeApiError(BridgeError):
 # Bundle: what the zipapp carries that must be real files
 ###############################################################################
 
+
 BUNDLE_CACHE_VARIABLE = "S3_EVENT_BRIDGE_CACHE"
+
+
 _COMPLETE = ".complete"
+
+
+def _only_owner_writes(info: os.stat_result) -> bool:
+    return stat.S_ISDIR(info.st_mode) and info.st_uid in (0, os.geteuid()) and not info.st_mode & 0o022
+
+
+def _usable(folder: str) -> bool:
+    """Complete, and not planted by another user (owned by us or root, writable by no one else)."""
+    try:
+        info = os.lstat(folder)
+        complete = os.path.isfile(os.path.join(folder, _COMPLETE))
+    except OSError:
+        return False
+    return complete and _only_owner_writes(info)
+
+
+def _trusted_folder(path: str) -> None:
+    """Make path and its missing parents at mode 0755 whatever the umask
+    (os.makedirs gives parents 0777 less the umask); refuse a folder that
+    someone else could write in, since code is imported from it."""
+    missing, parent = [], path
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o755)
+    if not _only_owner_writes(os.lstat(path)):
+        raise OSError(f"{path} is not a folder that only its owner (this user or root) can write")
+
+
+#: Set by the zipapp: puts the bundled jq build for this interpreter on sys.path, when a filter needs it.
+jq_loader: Callable[[], str] | None = None
+
+
+def _in_first_usable(roots: Sequence[str], use: Callable[[str], str]) -> str:
+    for root in roots[:-1]:
+        try:
+            return use(root)
+        except OSError as exc:
+            warning = f"{BUNDLE_CACHE_VARIABLE}: cannot use {root} ({exc}); unpacking into {roots[-1]}"
+            print(f"s3-event-bridge: warning: {warning}", file=sys.stderr)
+    return use(roots[-1])
+
+
+def _discard(path: str) -> None:
+    doomed = f"{os.path.dirname(path)}/.{os.path.basename(path)}.discarded-{os.getpid()}"
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _unpack_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with archive.open(info) as source, open(path, "wb") as target:
+        shutil.copyfileobj(source, target)
+    os.chmod(path, (info.external_attr >> 16) & 0o755 or 0o644)
+
+
+def select_jq_build(
+    builds: Iterable[str], python: tuple[int, int], machine: str, glibc: tuple[int, int] | None
+) -> str | None:
+    """Pick the jq build for an interpreter: `cp311-manylinux_2_26-x86_64` style names.
+
+    glibc is the C library's version, or None on musl (Alpine).
+    """
+    wanted = f"cp{python[0]}{python[1]}"
+    for build in sorted(builds):
+        tag, libc, arch = build.split("-")
+        if tag != wanted or arch != machine:
+            continue
+        family, major, minor = libc.split("_")
+        if family == "musllinux" and glibc is None:
+            return build
+        if family == "manylinux" and glibc is not None and glibc >= (int(major), int(minor)):
+            return build
+    return None
+
+
+def running_glibc() -> tuple[int, int] | None:
+    try:
+        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+        return (int(version.split(".")[0]), int(version.split(".")[1])) if name == "glibc" else None
+    except (ValueError, OSError):  # musl has no CS_GNU_LIBC_VERSION: Python raises OSError EINVAL
+        return None
 
 
 @dataclass(frozen=True)
@@ -114,18 +201,19 @@ class Bundle:
 
     archive: str
     build_id: str
+    compiled: bool = False  # whether the archive has bytecode for this interpreter (__main__.py knows)
 
     def activate(self, cache_root: str) -> str:
         """Make the bundled packages importable; return the folder of botocore's files.
 
         The archive holds bytecode compiled at build time for each CPython the
-        build had (`pyc/cp3XY/`, put on sys.path by __main__.py): then this
-        very module came from there, and only the files botocore opens are
+        build had (`pyc/cp3XY/`, put on sys.path by __main__.py), imported
+        straight from the archive: then only the files botocore opens are
         unpacked. Any other interpreter gets the sources unpacked (`lib/`).
         """
         home = os.path.join(cache_root, self.build_id)
         _trusted_folder(cache_root)
-        if not __file__.endswith(".pyc"):
+        if not self.compiled:
             sys.path.insert(0, self.unpack("lib/", os.path.join(home, "lib")))
         return self.unpack("files/", os.path.join(home, "files"))
 
@@ -182,47 +270,13 @@ class Bundle:
             for info in archive.infolist():
                 if info.filename.startswith(member_prefix) and not info.is_dir():
                     _unpack_member(archive, info, os.path.join(work, info.filename[len(member_prefix) :]))
-        with open(os.path.join(work, _COMPLETE), "w") as marker:
-            marker.write(self.build_id)
+        open(os.path.join(work, _COMPLETE), "w").close()  # last: the folder is whole
         os.chmod(work, 0o755)
         os.rename(work, dest)
 
     def jq_builds(self) -> list[str]:
         with zipfile.ZipFile(self.archive) as archive:
             return sorted({n.split("/")[1] for n in archive.namelist() if n.startswith("jq/") and n.count("/") > 1})
-
-
-def _usable(folder: str) -> bool:
-    """Complete, and not planted by another user (owned by us or root, writable by no one else)."""
-    try:
-        info = os.lstat(folder)
-        complete = os.path.isfile(os.path.join(folder, _COMPLETE))
-    except OSError:
-        return False
-    return complete and _only_owner_writes(info)
-
-
-def _only_owner_writes(info: os.stat_result) -> bool:
-    return stat.S_ISDIR(info.st_mode) and info.st_uid in (0, os.geteuid()) and not info.st_mode & 0o022
-
-
-def _trusted_folder(path: str) -> None:
-    """Make path and its missing parents at mode 0755 whatever the umask
-    (os.makedirs gives parents 0777 less the umask); refuse a folder that
-    someone else could write in, since code is imported from it."""
-    missing, parent = [], path
-    while not os.path.lexists(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(folder, 0o755)
-    if not _only_owner_writes(os.lstat(path)):
-        raise OSError(f"{path} is not a folder that only its owner (this user or root) can write")
-
-
-#: Set by the zipapp: puts the bundled jq build for this interpreter on sys.path, when a filter needs it.
-jq_loader: Callable[[], str] | None = None
 
 
 def activate_bundle(bundle: Bundle, configured: str | None) -> str:
@@ -239,57 +293,6 @@ def activate_bundle(bundle: Bundle, configured: str | None) -> str:
         roots.insert(0, os.path.abspath(configured))
     jq_loader = functools.lru_cache(maxsize=None)(functools.partial(_in_first_usable, roots, bundle.load_jq))
     return _in_first_usable(roots, bundle.activate)
-
-
-def _in_first_usable(roots: Sequence[str], use: Callable[[str], str]) -> str:
-    for root in roots[:-1]:
-        try:
-            return use(root)
-        except OSError as exc:
-            warning = f"{BUNDLE_CACHE_VARIABLE}: cannot use {root} ({exc}); unpacking into {roots[-1]}"
-            print(f"s3-event-bridge: warning: {warning}", file=sys.stderr)
-    return use(roots[-1])
-
-
-def _discard(path: str) -> None:
-    doomed = f"{os.path.dirname(path)}/.{os.path.basename(path)}.discarded-{os.getpid()}"
-    os.rename(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
-def _unpack_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with archive.open(info) as source, open(path, "wb") as target:
-        shutil.copyfileobj(source, target)
-    os.chmod(path, (info.external_attr >> 16) & 0o755 or 0o644)
-
-
-def select_jq_build(
-    builds: Iterable[str], python: tuple[int, int], machine: str, glibc: tuple[int, int] | None
-) -> str | None:
-    """Pick the jq build for an interpreter: `cp311-manylinux_2_26-x86_64` style names.
-
-    glibc is the C library's version, or None on musl (Alpine).
-    """
-    wanted = f"cp{python[0]}{python[1]}"
-    for build in sorted(builds):
-        tag, libc, arch = build.split("-")
-        if tag != wanted or arch != machine:
-            continue
-        family, major, minor = libc.split("_")
-        if family == "musllinux" and glibc is None:
-            return build
-        if family == "manylinux" and glibc is not None and glibc >= (int(major), int(minor)):
-            return build
-    return None
-
-
-def running_glibc() -> tuple[int, int] | None:
-    try:
-        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
-        return (int(version.split(".")[0]), int(version.split(".")[1])) if name == "glibc" else None
-    except (ValueError, OSError):  # musl has no CS_GNU_LIBC_VERSION: Python raises OSError EINVAL
-        return None
 
 
 def prepare_bundle(bundle: Bundle, cache_root: str) -> int:
@@ -311,7 +314,10 @@ def prepare_bundle(bundle: Bundle, cache_root: str) -> int:
 # Configuration
 ###############################################################################
 
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
 _LOG_LEVELS = {
     "TRACE": logging.DEBUG,
     "DEBUG": logging.DEBUG,
@@ -321,19 +327,6 @@ _LOG_LEVELS = {
     "ERROR": logging.ERROR,
     "FATAL": logging.CRITICAL,
 }
-
-
-def compile_regex(pattern: str, variable: str) -> re.Pattern:
-    """Compile a regex written for Rust's regex crate (the seed's syntax) into a Python pattern.
-
-    Whatever `re` reads differently is translated, or refused with an error
-    naming the variable: never a silently different meaning.
-    """
-    try:
-        return re.compile(_RegexTranslation(pattern).translate())
-    except (re.error, ValueError, OverflowError, RecursionError) as exc:
-        shown = pattern if len(pattern) <= 80 else f"{pattern[:77]}..."
-        raise ConfigError(f"{variable}: cannot use the regex {shown!r}: {exc}") from None
 
 
 #: The regex crate's ASCII classes, as the inside of a Python character class.
@@ -353,8 +346,12 @@ _POSIX_CLASSES = {
     "word": "0-9A-Za-z_",
     "xdigit": "0-9A-Fa-f",
 }
+
+
 #: Unicode's White_Space, the crate's `\s` (Python's also has \x1c-\x1f).
 _SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
 _ESCAPES = {  # each one item, so that a repetition after it repeats all of it
     "z": r"\Z",
     "<": r"(?:\b(?=\w))",
@@ -366,9 +363,17 @@ _ESCAPES = {  # each one item, so that a repetition after it repeats all of it
     "b{start-half}": r"(?:(?<!\w))",
     "b{end-half}": r"(?:(?!\w))",
 }
+
+
 _SPECIAL_ESCAPE = re.compile(r"\\(x\{([0-9A-Fa-f]{1,8})\}|b\{[a-z-]*\}|[pP]|.)", re.DOTALL)
+
+
 _COUNTED = re.compile(r"\{\s*([0-9]+)\s*(?:(,)\s*([0-9]*)\s*)?\}")
+
+
 _FLAG_GROUP = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])")
+
+
 _POSIX_CLASS = re.compile(r"\[:(\^?)([a-z]+):\]")
 
 
@@ -483,35 +488,41 @@ class _RegexTranslation:
         if pattern.startswith("(?>", at):
             raise ValueError("atomic groups (?>...) are not supported")
         flags = _FLAG_GROUP.match(pattern, at)
-        if flags and flags.group(3) == ")":
-            self.out.append(self._global_flags(*flags.groups()[:2]))
-        elif flags:
-            self.out.append(self._scoped_flags(*flags.groups()[:2]))
+        if flags:
+            self.out.append(self._flags(*flags.groups()))
         else:
             named = pattern.startswith("(?<", at) and not pattern.startswith(("(?<=", "(?<!"), at)
             self.out.append("(?P<" if named else "(")
             self.multiline.append(self.multiline[-1])
         self.at = flags.end() if flags else at + (3 if named else 1)
 
-    def _global_flags(self, on: str, off: str | None) -> str:
-        _check_flags(on, off)
-        if self.at or self.out:
+    def _flags(self, on: str, off: str | None, end: str) -> str:
+        """`(?flags)` (only at the start: Python reads it for the whole pattern) or `(?flags:...)`."""
+        unknown = set(on) - set("imsu") | set(off or "") - set("ims")
+        if unknown:
+            raise ValueError(f"the flags {''.join(sorted(unknown))} are not supported (only i, m, s and u)")
+        if end == ")" and (self.at or self.out):
             raise ValueError("inline flags like (?i) only at the start of the pattern: use (?i:...) for a part")
-        self.multiline[0] = "m" in on
+        multiline = "m" in on or ("m" not in (off or "") and self.multiline[-1])
         on = on.replace("u", "")
-        return f"(?{on})" if on else ""
-
-    def _scoped_flags(self, on: str, off: str | None) -> str:
-        _check_flags(on, off)
-        self.multiline.append("m" in on or ("m" not in (off or "") and self.multiline[-1]))
-        on = on.replace("u", "")
+        if end == ")":
+            self.multiline[0] = multiline
+            return f"(?{on})" if on else ""  # off flags are off already at the start
+        self.multiline.append(multiline)
         return f"(?{on}-{off}:" if off else f"(?{on}:"
 
 
-def _check_flags(on: str, off: str | None) -> None:
-    unknown = set(on) - set("imsu") | set(off or "") - set("ims")
-    if unknown:
-        raise ValueError(f"the flags {''.join(sorted(unknown))} are not supported (only i, m, s and u)")
+def compile_regex(pattern: str, variable: str) -> re.Pattern:
+    """Compile a regex written for Rust's regex crate (the seed's syntax) into a Python pattern.
+
+    Whatever `re` reads differently is translated, or refused with an error
+    naming the variable: never a silently different meaning.
+    """
+    try:
+        return re.compile(_RegexTranslation(pattern).translate())
+    except (re.error, ValueError, OverflowError, RecursionError) as exc:
+        shown = pattern if len(pattern) <= 80 else f"{pattern[:77]}..."
+        raise ConfigError(f"{variable}: cannot use the regex {shown!r}: {exc}") from None
 
 
 def compile_filter(expression: str, variable: str) -> Any:
@@ -667,6 +678,11 @@ class Config:
 ###############################################################################
 
 
+def utc_timestamp(seconds: float) -> str:
+    """ISO 8601 in UTC with milliseconds, as S3 and CloudWatch write times: 2026-11-30T12:34:56.789Z."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 class _Formatter(logging.Formatter):
     """One line per record, text or JSON, carrying the invocation's request id.
 
@@ -682,8 +698,7 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", {})
-        when = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-        stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        stamp = utc_timestamp(record.created)
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
@@ -740,6 +755,48 @@ def decode_key(raw: str, bucket: str) -> str:
         raise EventError(f"s3://{bucket}/{raw}: key is not valid UTF-8 once decoded") from None
 
 
+def _eventbridge(event: dict) -> list[ObjectRef]:
+    if event.get("detail-type") != "Object Created":
+        return []
+    bucket, key = event["detail"]["bucket"]["name"], event["detail"]["object"]["key"]
+    if not isinstance(bucket, str) or not isinstance(key, str):
+        raise EventError("bucket name and object key must be strings")
+    return [ObjectRef(bucket, key)]
+
+
+def is_sqs_batch(payload: Any) -> bool:
+    records = payload.get("Records") if isinstance(payload, dict) else None
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and isinstance(records[0], dict)
+        and records[0].get("eventSource") == "aws:sqs"
+    )
+
+
+def is_batch_operations(payload: Any) -> bool:
+    return isinstance(payload, dict) and "invocationSchemaVersion" in payload and "tasks" in payload
+
+
+def parse_batch_task(task: Any) -> Message:
+    """One S3 Batch Operations task (schema 1.0: s3BucketArn; 2.0: s3Bucket) as a message named by its taskId.
+
+    Its key is URL-encoded, as in notifications. A task that names no usable
+    object spoils only itself.
+    """
+    task_id = task.get("taskId") if isinstance(task, dict) else None
+    if not isinstance(task_id, str):
+        raise EventError("a Batch Operations task has no taskId; cannot report its result")
+    bucket = task.get("s3Bucket") or str(task.get("s3BucketArn", "")).rpartition(":")[2]
+    key = task.get("s3Key")
+    if not isinstance(bucket, str) or not bucket or "/" in bucket or not isinstance(key, str):
+        return Message(task_id, error="the task names no bucket and key")
+    try:
+        return Message(task_id, (ObjectRef(bucket, decode_key(key, bucket)),))
+    except EventError as exc:
+        return Message(task_id, error=str(exc))
+
+
 def _s3_record(record: dict) -> list[ObjectRef]:
     if record.get("EventSource") == "aws:sns":
         return parse_body(record["Sns"]["Message"])
@@ -752,15 +809,6 @@ def _s3_record(record: dict) -> list[ObjectRef]:
     if not isinstance(bucket, str) or not isinstance(key, str):
         raise EventError("bucket name and object key must be strings")
     return [ObjectRef(bucket, decode_key(key, bucket))]
-
-
-def _eventbridge(event: dict) -> list[ObjectRef]:
-    if event.get("detail-type") != "Object Created":
-        return []
-    bucket, key = event["detail"]["bucket"]["name"], event["detail"]["object"]["key"]
-    if not isinstance(bucket, str) or not isinstance(key, str):
-        raise EventError("bucket name and object key must be strings")
-    return [ObjectRef(bucket, key)]
 
 
 def parse_event(event: Any) -> list[ObjectRef]:
@@ -796,16 +844,6 @@ def parse_body(body: Any) -> list[ObjectRef]:
         raise EventError(f"body is not JSON: {exc}") from None
 
 
-def is_sqs_batch(payload: Any) -> bool:
-    records = payload.get("Records") if isinstance(payload, dict) else None
-    return (
-        isinstance(records, list)
-        and bool(records)
-        and isinstance(records[0], dict)
-        and records[0].get("eventSource") == "aws:sqs"
-    )
-
-
 def parse_sqs_record(record: Any) -> Message:
     """Read one SQS record; a bad body spoils only its own message."""
     message_id = record.get("messageId") if isinstance(record, dict) else None
@@ -815,29 +853,6 @@ def parse_sqs_record(record: Any) -> Message:
         return Message(message_id, tuple(parse_body(record.get("body"))))
     except EventError as exc:
         return Message(message_id, error=str(exc))
-
-
-def is_batch_operations(payload: Any) -> bool:
-    return isinstance(payload, dict) and "invocationSchemaVersion" in payload and "tasks" in payload
-
-
-def parse_batch_task(task: Any) -> Message:
-    """One S3 Batch Operations task (schema 1.0: s3BucketArn; 2.0: s3Bucket) as a message named by its taskId.
-
-    Its key is URL-encoded, as in notifications. A task that names no usable
-    object spoils only itself.
-    """
-    task_id = task.get("taskId") if isinstance(task, dict) else None
-    if not isinstance(task_id, str):
-        raise EventError("a Batch Operations task has no taskId; cannot report its result")
-    bucket = task.get("s3Bucket") or str(task.get("s3BucketArn", "")).rpartition(":")[2]
-    key = task.get("s3Key")
-    if not isinstance(bucket, str) or not bucket or "/" in bucket or not isinstance(key, str):
-        return Message(task_id, error="the task names no bucket and key")
-    try:
-        return Message(task_id, (ObjectRef(bucket, decode_key(key, bucket)),))
-    except EventError as exc:
-        return Message(task_id, error=str(exc))
 
 
 ###############################################################################
@@ -867,7 +882,7 @@ def key_prefix(key: str, parent_dirs: int) -> str:
 
 def group_messages(messages: Iterable[Message], config: Config) -> list[Group]:
     """Collect matching references into groups, remembering which messages fed each."""
-    sources: dict[tuple[str, str], list[str]] = collections.OrderedDict()
+    sources: dict[tuple[str, str], list[str]] = {}
     for message in messages:
         for ref in message.refs:
             if config.match_key and not config.match_key.search(ref.key):
@@ -898,7 +913,10 @@ def relative_path(key: str, prefix: str) -> str | None:
 # Files: hashing, and walking and removing trees of any depth
 ###############################################################################
 
+
 CHUNK = 1 << 20
+
+
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
@@ -919,60 +937,6 @@ def file_digest(path: str, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: stream.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def walk_tree(root: str, own: bool = False) -> Iterator[tuple[int, str, str, os.stat_result]]:
-    """Every entry under root, each folder after its contents: (fd of its folder, name, path, lstat).
-
-    Iterative, with one folder open at a time, climbing back through `..`
-    (checked to be the folder it came from): neither the recursion limit,
-    nor PATH_MAX, nor the open-file limit bounds the depth. Links are never
-    followed. An entry that vanishes mid-walk is skipped; any other error is
-    raised with the entry's path, never skipped. A tree that is the bridge's
-    `own` (what a handler left in a work folder) is opened up where the
-    handler closed it, and a mount point in it is an error: reading or
-    removing it would reach into another filesystem.
-    """
-    if own:
-        _refuse_mounts(root)
-    fd = os.open(root, _DIRECTORY)
-    levels = [(os.listdir(fd), "", os.fstat(fd))]
-    device = levels[0][2].st_dev if own else None
-    try:
-        while levels:
-            names, folder, info = levels[-1]
-            if not names:
-                levels.pop()
-                if levels:
-                    fd = _climb(fd, levels[-1][2], f"{root}/{folder}")
-                    yield fd, folder.rpartition("/")[2], folder, info
-                continue
-            name = names.pop()
-            path = f"{folder}/{name}" if folder else name
-            try:
-                entry = _lstat(fd, name, own)
-                if stat.S_ISDIR(entry.st_mode) and device not in (None, entry.st_dev):
-                    raise OSError(errno.EXDEV, "a mount point: not crossed")
-                if stat.S_ISDIR(entry.st_mode):
-                    child = os.open(name, _DIRECTORY, dir_fd=fd)
-                    os.close(fd)
-                    fd = child
-                    levels.append((os.listdir(fd), path, os.fstat(fd)))
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise OSError(exc.errno, exc.strerror, f"{root}/{path}") from None
-            if not stat.S_ISDIR(entry.st_mode):
-                yield fd, name, path, entry
-    finally:
-        os.close(fd)
-
-
-def _lstat(fd: int, name: str, own: bool) -> os.stat_result:
-    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-    if own:
-        _open_up(info, name, fd)
-    return info
 
 
 def _refuse_mounts(root: str) -> None:
@@ -1001,6 +965,22 @@ def _open_up(info: os.stat_result, name: str, fd: int | None = None) -> None:
         os.chmod(name, stat.S_IMODE(info.st_mode) | wanted, dir_fd=fd)
 
 
+def _lstat(fd: int, name: str, device: int | None) -> os.stat_result:
+    """The entry's lstat; in the bridge's own tree (device given) opened up, and never on another device."""
+    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    if device is not None:
+        _open_up(info, name, fd)
+        if stat.S_ISDIR(info.st_mode) and info.st_dev != device:
+            raise OSError(errno.EXDEV, "a mount point: not crossed")
+    return info
+
+
+def _enter(fd: int, name: str) -> int:
+    child = os.open(name, _DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    return child
+
+
 def _climb(fd: int, parent: os.stat_result, folder: str) -> int:
     up = os.open("..", _DIRECTORY, dir_fd=fd)
     if not os.path.samestat(os.fstat(up), parent):
@@ -1008,6 +988,47 @@ def _climb(fd: int, parent: os.stat_result, folder: str) -> int:
         raise OSError(f"{folder} was moved out of its folder while it was being read")
     os.close(fd)
     return up
+
+
+def walk_tree(root: str, own: bool = False) -> Iterator[tuple[int, str, str, os.stat_result]]:
+    """Every entry under root, each folder after its contents: (fd of its folder, name, path, lstat).
+
+    Iterative, one folder open at a time, climbing back through `..` (checked
+    to be the folder it came from): no recursion, PATH_MAX or open-file limit
+    bounds the depth. Links are never followed. An entry that vanishes is
+    skipped; any other error is raised with its path. The bridge's `own` tree
+    (what a handler left) is opened up where the handler closed it, and a
+    mount point in it is an error: it would reach into another filesystem.
+    """
+    if own:
+        _refuse_mounts(root)
+    fd = os.open(root, _DIRECTORY)
+    levels = [(os.listdir(fd), "", os.fstat(fd))]
+    device = levels[0][2].st_dev if own else None
+    try:
+        while levels:
+            names, folder, info = levels[-1]
+            if not names:
+                levels.pop()
+                if levels:
+                    fd = _climb(fd, levels[-1][2], f"{root}/{folder}")
+                    yield fd, folder.rpartition("/")[2], folder, info
+                continue
+            name = names.pop()
+            path = f"{folder}/{name}" if folder else name
+            try:
+                entry = _lstat(fd, name, device)
+                if stat.S_ISDIR(entry.st_mode):
+                    fd = _enter(fd, name)
+                    levels.append((os.listdir(fd), path, os.fstat(fd)))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, f"{root}/{path}") from None
+            if not stat.S_ISDIR(entry.st_mode):
+                yield fd, name, path, entry
+    finally:
+        os.close(fd)
 
 
 def remove_tree(path: str) -> None:
@@ -1044,7 +1065,7 @@ def place(path: str, folder: bool) -> None:
 
 
 ###############################################################################
-# Object stores
+# AWS: botocore's session
 ###############################################################################
 
 
@@ -1073,12 +1094,27 @@ def aws_session(bundle_files: str | None) -> Any:
 # S3's fast path: single-request GET and PUT with the standard library
 ###############################################################################
 
+
 FAST_PATH_MAX_BYTES = 2 * 1024 * 1024
+
+
 FAST_PATH_BUFFERS = 32 * 1024 * 1024
+
+
 AUTH_FAILURES_BEFORE_OFF = 3
+
+
 #: Parameters S3's endpoint ruleset declares but, as checked at start-up, never reads.
 UNREAD_ENDPOINT_PARAMETERS = ("Key", "Prefix", "CopySource")
+
+
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def _resolve_without_keys(resolve: Callable[..., Any], **parameters: Any) -> Any:
+    for name in UNREAD_ENDPOINT_PARAMETERS:
+        parameters.pop(name, None)
+    return resolve(**parameters)
 
 
 def cache_endpoints_per_bucket(session: Any, client: Any) -> bool:
@@ -1097,12 +1133,6 @@ def cache_endpoints_per_bucket(session: Any, client: Any) -> bool:
         return False
     provider.resolve_endpoint = functools.partial(_resolve_without_keys, resolve)
     return True
-
-
-def _resolve_without_keys(resolve: Callable[..., Any], **parameters: Any) -> Any:
-    for name in UNREAD_ENDPOINT_PARAMETERS:
-        parameters.pop(name, None)
-    return resolve(**parameters)
 
 
 def key_path(key: str) -> str:
@@ -1232,20 +1262,15 @@ class FastPath:
         if sent is None:
             return None
         connection, response = sent
-        digest, received = hashlib.sha256(), 0
         try:
-            with open(path, "wb") as target:
-                for chunk in iter(lambda: response.read(CHUNK), b""):
-                    target.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
+            digest = write_hashing(iter(lambda: response.read(CHUNK), b""), path)
         except (OSError, http.client.HTTPException):
             connection.close()
             return None
-        if not response.chunked and str(received) != response.getheader("Content-Length"):
+        if not response.chunked and str(os.path.getsize(path)) != response.getheader("Content-Length"):
             connection.close()  # read() ends a cut body quietly: only the count tells
             return None
-        return digest.hexdigest()
+        return digest
 
     def put(self, bucket: str, key: str, path: str, content_type: str | None) -> bool:
         """Upload path under key; False when botocore must do it (the same bytes again: safe)."""
@@ -1342,7 +1367,138 @@ class FastPath:
                 )
 
 
+###############################################################################
+# Object stores: S3 through botocore, and a folder standing in for a bucket
+###############################################################################
+
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+
+PARTIAL_SUFFIX = ".s3eb-partial"
+
+
+def _open_folders(top: str, names: Sequence[str]) -> int:
+    """The folder top/names..., made where missing; a link on the way raises OSError."""
+    fd = os.open(top, _DIRECTORY)
+    for name in names:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o777, dir_fd=fd)
+        try:
+            child = os.open(name, _DIRECTORY, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
+
+
+class LocalStore:
+    """Folders standing in for buckets, so a pipeline runs with no AWS at all.
+
+    Keys are paths under a bucket's folder with `/` separators; the filter sees
+    the same object shape as on S3 (ETag is the quoted MD5 of the content).
+    Links are not objects, and a file that vanishes while the folder is read
+    (an editor saving by rename) is simply not listed. Every written key is
+    remembered, because in local mode the bridge itself plays S3's
+    notifications.
+    """
+
+    def __init__(self, folders: Mapping[str, str]) -> None:
+        self.folders = dict(folders)
+        self.written: list[ObjectRef] = []
+
+    def path(self, bucket: str, key: str) -> str:
+        return os.path.join(self.folders[bucket], *key.split("/"))
+
+    def scan(self, bucket: str) -> dict[str, os.stat_result]:
+        """Every object of the bucket, in S3's listing order (UTF-8 bytes), with its lstat."""
+        found = {
+            path: info
+            for _, name, path, info in walk_tree(self.folders[bucket])
+            if stat.S_ISREG(info.st_mode) and not name.endswith(PARTIAL_SUFFIX)
+        }
+        return {key: found[key] for key in sorted(found, key=lambda key: key.encode())}
+
+    def list_objects(self, bucket: str, prefix: str) -> list[dict]:
+        listed = (self._object(bucket, key) for key in self.scan(bucket) if key.startswith(prefix))
+        return [obj for obj in listed if obj]
+
+    def _object(self, bucket: str, key: str) -> dict | None:
+        path = self.path(bucket, key)
+        try:
+            etag, info = file_digest(path, "md5"), os.stat(path)
+        except FileNotFoundError:
+            return None
+        return {
+            "Key": key,
+            "LastModified": utc_timestamp(int(info.st_mtime)),
+            "ETag": f'"{etag}"',
+            "Size": info.st_size,
+            "StorageClass": "STANDARD",
+        }
+
+    def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> list[str]:
+        digests = []
+        for obj, path in items:
+            with open(self.path(bucket, obj["Key"]), "rb") as source:
+                digests.append(write_hashing(iter(lambda: source.read(CHUNK), b""), path))
+        return digests
+
+    def upload(self, bucket: str, items: Sequence[tuple[str, str]]) -> None:
+        """Copy outputs in; each appears whole (rename), as an S3 object would.
+
+        Folders are made one by one and never through a link, so an output
+        cannot land outside the bucket's folder.
+        """
+        for source, key in items:
+            *folders, name = key.split("/")
+            fd = _open_folders(self.folders[bucket], folders)
+            try:
+                partial = os.open(
+                    name + PARTIAL_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=fd
+                )
+                with open(source, "rb") as reader, open(partial, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, CHUNK)
+                os.replace(name + PARTIAL_SUFFIX, name, src_dir_fd=fd, dst_dir_fd=fd)
+            finally:
+                os.close(fd)
+            self.written.append(ObjectRef(bucket, key))
+
+
+class _KnownSize:
+    """s3transfer subscriber that hands over the size the listing already gave."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def on_queued(self, future: Any, **_: Any) -> None:
+        future.meta.provide_transfer_size(self.size)
+
+
+def _object_shape(item: dict) -> dict:
+    """The Object API shape the filter sees: dates as ISO 8601 UTC strings."""
+    shaped = dict(item)
+    if isinstance(item.get("LastModified"), datetime.datetime):
+        shaped["LastModified"] = utc_timestamp(item["LastModified"].timestamp())
+    return shaped
+
+
+def _content_type(key: str) -> dict:
+    guessed, _ = mimetypes.guess_type(key)
+    return {"ContentType": guessed} if guessed else {}
+
+
+def _results(futures: Sequence[tuple[str, Any]], bucket: str, verb: str) -> list[Any]:
+    """Wait for every transfer, so none still writes once the group ends;
+    report the first failure by its s3:// name."""
+    results, failure = [], None
+    for key, future in futures:
+        try:
+            results.append(future.result())
+        except Exception as exc:  # any transfer error fails the group the same way
+            failure = failure or GroupError(f"{verb} of s3://{bucket}/{key} failed: {exc}")
+    if failure:
+        raise failure
+    return results
 
 
 class S3Store:
@@ -1445,138 +1601,10 @@ class S3Store:
             self.client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
 
 
-PARTIAL_SUFFIX = ".s3eb-partial"
-
-
-class LocalStore:
-    """Folders standing in for buckets, so a pipeline runs with no AWS at all.
-
-    Keys are paths under a bucket's folder with `/` separators; the filter sees
-    the same object shape as on S3 (ETag is the quoted MD5 of the content).
-    Links are not objects, and a file that vanishes while the folder is read
-    (an editor saving by rename) is simply not listed. Every written key is
-    remembered, because in local mode the bridge itself plays S3's
-    notifications.
-    """
-
-    def __init__(self, folders: Mapping[str, str]) -> None:
-        self.folders = dict(folders)
-        self.written: list[ObjectRef] = []
-
-    def path(self, bucket: str, key: str) -> str:
-        return os.path.join(self.folders[bucket], *key.split("/"))
-
-    def scan(self, bucket: str) -> dict[str, os.stat_result]:
-        """Every object of the bucket, in S3's listing order (UTF-8 bytes), with its lstat."""
-        found = {
-            path: info
-            for _, name, path, info in walk_tree(self.folders[bucket])
-            if stat.S_ISREG(info.st_mode) and not name.endswith(PARTIAL_SUFFIX)
-        }
-        return {key: found[key] for key in sorted(found, key=lambda key: key.encode())}
-
-    def list_objects(self, bucket: str, prefix: str) -> list[dict]:
-        listed = (self._object(bucket, key) for key in self.scan(bucket) if key.startswith(prefix))
-        return [obj for obj in listed if obj]
-
-    def _object(self, bucket: str, key: str) -> dict | None:
-        path = self.path(bucket, key)
-        try:
-            etag, info = file_digest(path, "md5"), os.stat(path)
-        except FileNotFoundError:
-            return None
-        when = datetime.datetime.fromtimestamp(info.st_mtime, datetime.timezone.utc)
-        return {
-            "Key": key,
-            "LastModified": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            "ETag": f'"{etag}"',
-            "Size": info.st_size,
-            "StorageClass": "STANDARD",
-        }
-
-    def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> list[str]:
-        digests = []
-        for obj, path in items:
-            with open(self.path(bucket, obj["Key"]), "rb") as source:
-                digests.append(write_hashing(iter(lambda: source.read(CHUNK), b""), path))
-        return digests
-
-    def upload(self, bucket: str, items: Sequence[tuple[str, str]]) -> None:
-        """Copy outputs in; each appears whole (rename), as an S3 object would.
-
-        Folders are made one by one and never through a link, so an output
-        cannot land outside the bucket's folder.
-        """
-        for source, key in items:
-            *folders, name = key.split("/")
-            fd = _open_folders(self.folders[bucket], folders)
-            try:
-                partial = os.open(
-                    name + PARTIAL_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=fd
-                )
-                with open(source, "rb") as reader, open(partial, "wb") as writer:
-                    shutil.copyfileobj(reader, writer, CHUNK)
-                os.replace(name + PARTIAL_SUFFIX, name, src_dir_fd=fd, dst_dir_fd=fd)
-            finally:
-                os.close(fd)
-            self.written.append(ObjectRef(bucket, key))
-
-
-def _open_folders(top: str, names: Sequence[str]) -> int:
-    """The folder top/names..., made where missing; a link on the way raises OSError."""
-    fd = os.open(top, _DIRECTORY)
-    for name in names:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, 0o777, dir_fd=fd)
-        try:
-            child = os.open(name, _DIRECTORY, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = child
-    return fd
-
-
-class _KnownSize:
-    """s3transfer subscriber that hands over the size the listing already gave."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def on_queued(self, future: Any, **_: Any) -> None:
-        future.meta.provide_transfer_size(self.size)
-
-
-def _object_shape(item: dict) -> dict:
-    """The Object API shape the filter sees: dates as ISO 8601 UTC strings."""
-    shaped = dict(item)
-    when = item.get("LastModified")
-    if isinstance(when, datetime.datetime):
-        shaped["LastModified"] = when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    return shaped
-
-
-def _content_type(key: str) -> dict:
-    guessed, _ = mimetypes.guess_type(key)
-    return {"ContentType": guessed} if guessed else {}
-
-
-def _results(futures: Sequence[tuple[str, Any]], bucket: str, verb: str) -> list[Any]:
-    """Wait for every transfer, so none still writes once the group ends;
-    report the first failure by its s3:// name."""
-    results, failure = [], None
-    for key, future in futures:
-        try:
-            results.append(future.result())
-        except Exception as exc:  # any transfer error fails the group the same way
-            failure = failure or GroupError(f"{verb} of s3://{bucket}/{key} failed: {exc}")
-    if failure:
-        raise failure
-    return results
-
-
 ###############################################################################
 # Execution filter
 ###############################################################################
+
 
 _NO_OUTPUT = object()
 
@@ -1638,16 +1666,108 @@ def changed_files(root: str, pulled: Mapping[str, tuple[int, str]]) -> list[str]
 # Handler, signals and shutdown
 ###############################################################################
 
+
 KILL_GRACE_SECONDS = 3.0
+
+
 EXIT_MARGIN_SECONDS = 1.0
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 PR_SET_CHILD_SUBREAPER = 36
+
+
+def _wake_only(signum: int, frame: Any) -> None:
+    """The Python-level handler: set_wakeup_fd has already written the signal's number."""
+
+
+def _work_thread(work: Callable[[], int], status: list[int], waker: int) -> None:
+    try:
+        status.append(work())
+    except Exception:  # the main thread must hear of the end whatever happened
+        log.exception("unexpected error")
+        status.append(1)
+    finally:
+        os.write(waker, b"\0")
+
+
+def _work_done(wake: int, seconds: float) -> bool:
+    """Wait up to `seconds` for the work thread's end (a 0 byte); signal numbers are skipped."""
+    deadline = time.monotonic() + seconds
+    while select.select([wake], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        if os.read(wake, 1) == b"\0":
+            return True
+    return False
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _end_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the handler's group, then SIGKILL if it is not gone after KILL_GRACE_SECONDS."""
+    _signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def become_subreaper() -> bool:
+    """Linux: let orphaned descendants of handlers be re-parented here, so they can be ended."""
+    try:
+        import ctypes  # standard library; only the program (which runs handlers) needs it
+
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (ImportError, OSError, AttributeError):  # not Linux, or no ctypes: best effort
+        return False
+
+
+def _stray_children() -> list[int]:
+    """Children of this process outside its own process group: only handlers' leftovers."""
+    me, group, found = os.getpid(), os.getpgrp(), []
+    try:
+        entries = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:  # no /proc: nothing can be found
+        return found
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as status:
+                ppid, pgrp = status.read().rpartition(b")")[2].split()[1:3]
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == me and int(pgrp) != group:
+            found.append(int(name))
+    return found
+
+
+def end_strays() -> None:
+    """Kill and reap the processes a handler left outside its process group (re-parented here).
+
+    One this user may not signal (another user's, in this PID namespace) is
+    spared, and reaped only if it has already exited.
+    """
+    spared: set[int] = set()
+    while strays := [pid for pid in _stray_children() if pid not in spared]:
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except PermissionError:
+                spared.add(pid)
+            except ProcessLookupError:
+                pass
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG if pid in spared else 0)
 
 
 class Supervisor:
     """The process's lifecycle in one place: the running handler, and what a signal stops.
 
-    Work runs on a thread (`run`); the main thread waits for it to end or for
+    Work runs on a thread (`supervise`); the main thread waits for it to end or for
     SIGTERM/SIGINT, whose handler only wakes it (listened for from the very
     start, so a signal during start-up is not lost). Once a signal is seen
     nothing new starts: work and handlers start under `lock`, which the
@@ -1694,15 +1814,16 @@ class Supervisor:
             for signum, handler in zip(STOP_SIGNALS, previous):
                 signal.signal(signum, handler)
 
-    def begin_work(self) -> bool:
-        """Mark the work thread busy; False once stopping, and then it must start nothing."""
+    @contextlib.contextmanager
+    def busy_work(self) -> Iterator[bool]:
+        """Mark the work thread busy for a stretch of work; False once stopping, and then it must start nothing."""
         with self.lock:
             self.busy = not self.signum
-            return self.busy
-
-    def end_work(self) -> None:
-        with self.lock:
-            self.busy = False
+        try:
+            yield self.busy
+        finally:
+            with self.lock:
+                self.busy = False
 
     def run_handler(self, command: Sequence[str], env: Mapping[str, str], timeout: float | None) -> int:
         """Return the handler's exit status (negative: the signal that ended it).
@@ -1734,7 +1855,7 @@ class Supervisor:
             raise GroupError(f"handler ended by shutdown (its exit status {status} does not count)")
         return status
 
-    def run(self, work: Callable[[], int], stopped: int, cut: int = 1) -> int:
+    def supervise(self, work: Callable[[], int], stopped: int, cut: int = 1) -> int:
         """Run work on a thread; its exit status, `stopped` if a signal ended it while idle,
         or `cut` (at the hard deadline) if busy work had to be left unfinished."""
         # Start-up ran without garbage collection: it builds ~65,000 objects that live as long
@@ -1776,96 +1897,19 @@ class Supervisor:
                 os._exit(cut)
 
 
-def _wake_only(signum: int, frame: Any) -> None:
-    """The Python-level handler: set_wakeup_fd has already written the signal's number."""
-
-
-def _work_thread(work: Callable[[], int], status: list[int], waker: int) -> None:
-    try:
-        status.append(work())
-    except Exception:  # the main thread must hear of the end whatever happened
-        log.exception("unexpected error")
-        status.append(1)
-    finally:
-        os.write(waker, b"\0")
-
-
-def _work_done(wake: int, seconds: float) -> bool:
-    """Wait up to `seconds` for the work thread's end (a 0 byte); signal numbers are skipped."""
-    deadline = time.monotonic() + seconds
-    while select.select([wake], [], [], max(0.0, deadline - time.monotonic()))[0]:
-        if os.read(wake, 1) == b"\0":
-            return True
-    return False
-
-
-def _end_group(process: subprocess.Popen) -> None:
-    """SIGTERM to the handler's group, then SIGKILL if it is not gone after KILL_GRACE_SECONDS."""
-    _signal_group(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        _signal_group(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def become_subreaper() -> bool:
-    """Linux: let orphaned descendants of handlers be re-parented here, so they can be ended."""
-    try:
-        import ctypes  # standard library; only the program (which runs handlers) needs it
-
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (ImportError, OSError, AttributeError):  # not Linux, or no ctypes: best effort
-        return False
-
-
-def end_strays() -> None:
-    """Kill and reap the processes a handler left outside its process group (re-parented here).
-
-    One this user may not signal (another user's, in this PID namespace) is
-    spared, and reaped only if it has already exited.
-    """
-    spared: set[int] = set()
-    while strays := [pid for pid in _stray_children() if pid not in spared]:
-        for pid in strays:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except PermissionError:
-                spared.add(pid)
-            except ProcessLookupError:
-                pass
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG if pid in spared else 0)
-
-
-def _stray_children() -> list[int]:
-    """Children of this process outside its own process group: only handlers' leftovers."""
-    me, group, found = os.getpid(), os.getpgrp(), []
-    try:
-        entries = [name for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:  # no /proc: nothing can be found
-        return found
-    for name in entries:
-        try:
-            with open(f"/proc/{name}/stat", "rb") as status:
-                ppid, pgrp = status.read().rpartition(b")")[2].split()[1:3]
-        except (OSError, ValueError):
-            continue
-        if int(ppid) == me and int(pgrp) != group:
-            found.append(int(name))
-    return found
-
-
 ###############################################################################
 # Work folders
 ###############################################################################
 
+
 WORK_PREFIX = "s3eb-work-"
+
+
+def _still_at(path: str, fd: int) -> bool:
+    try:
+        return os.path.samestat(os.lstat(path), os.fstat(fd))
+    except FileNotFoundError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -1934,11 +1978,21 @@ def make_work_folder(parent: str | None = None) -> WorkFolder:
         raise GroupError(f"cannot make a work folder in {parent or tempfile.gettempdir()}: {exc}") from None
 
 
-def _still_at(path: str, fd: int) -> bool:
+def _remove_if_stale(path: str) -> None:
+    if os.path.islink(path):
+        os.unlink(path)
+        return
+    fd = os.open(path, _DIRECTORY)
     try:
-        return os.path.samestat(os.lstat(path), os.fstat(fd))
-    except FileNotFoundError:
-        return False
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise OSError(errno.EPERM, "another user's: left to that user's own next start")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live process holds it
+        log.info("removing leftover work folder %s", path)
+        remove_tree(path)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_stale_work_folders(parent: str | None = None) -> None:
@@ -1960,29 +2014,14 @@ def remove_stale_work_folders(parent: str | None = None) -> None:
             log.info("leaving %s: %s", os.path.join(parent, name), exc)
 
 
-def _remove_if_stale(path: str) -> None:
-    if os.path.islink(path):
-        os.unlink(path)
-        return
-    fd = os.open(path, _DIRECTORY)
-    try:
-        if os.fstat(fd).st_uid != os.geteuid():
-            raise OSError(errno.EPERM, "another user's: left to that user's own next start")
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live process holds it
-        log.info("removing leftover work folder %s", path)
-        remove_tree(path)
-    except BlockingIOError:
-        pass
-    finally:
-        os.close(fd)
-
-
 ###############################################################################
 # Pipeline: one execution group
 ###############################################################################
 
 
 UPLOAD_RESERVE_FRACTION = 0.2
+
+
 UPLOAD_RESERVE_MAX_SECONDS = 30.0
 
 
@@ -2175,7 +2214,18 @@ class Bridge:
 # Transport: the Lambda Runtime API
 ###############################################################################
 
+
 API_VERSION = "2018-06-01"
+
+
+def _error_payload(error: BaseException) -> tuple[dict, dict]:
+    error_type = getattr(error, "error_type", f"Runtime.{type(error).__name__}")
+    payload = {
+        "errorType": error_type,
+        "errorMessage": str(error),
+        "stackTrace": traceback.format_tb(error.__traceback__),
+    }
+    return payload, {"Lambda-Runtime-Function-Error-Type": error_type}
 
 
 class RuntimeApi:
@@ -2244,16 +2294,6 @@ class RuntimeApi:
         self._post("/init/error", payload, headers)
 
 
-def _error_payload(error: BaseException) -> tuple[dict, dict]:
-    error_type = getattr(error, "error_type", f"Runtime.{type(error).__name__}")
-    payload = {
-        "errorType": error_type,
-        "errorMessage": str(error),
-        "stackTrace": traceback.format_tb(error.__traceback__),
-    }
-    return payload, {"Lambda-Runtime-Function-Error-Type": error_type}
-
-
 PLAUSIBLE_DEADLINE_SECONDS = 24 * 3600
 
 
@@ -2273,45 +2313,9 @@ def invocation_deadline(header: str | None, now: float) -> float | None:
     return deadline
 
 
-def handle_invocation(bridge: Bridge, payload: Any, deadline: float | None) -> dict:
-    """Process one Lambda payload; raise BridgeError for an invocation error."""
-    if is_batch_operations(payload):
-        return handle_batch_operations(bridge, payload, deadline)
-    if is_sqs_batch(payload):
-        messages = [parse_sqs_record(record) for record in payload["Records"]]
-        failed = bridge.process_messages(messages, deadline)
-        if failed and len(failed) == len(messages):
-            raise GroupError(f"every message failed: {', '.join(failed)}")
-        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
-    failed = bridge.process_messages([Message("", tuple(parse_event(payload)))], deadline)
-    if failed:
-        raise GroupError("one or more groups failed (see the log)")
-    return {"status": "succeeded"}
-
-
 #: A handler exit status that says its input can never be processed (sysexits.h EX_DATAERR):
 #: Batch Operations then marks the task PermanentFailure instead of retrying it.
 PERMANENT_EXIT_STATUS = 65
-
-
-def handle_batch_operations(bridge: Bridge, payload: dict, deadline: float | None) -> dict:
-    """An S3 Batch Operations invocation: each task is an object reference, grouped and run as an event's.
-
-    Each task gets a result: Succeeded (its group succeeded or was skipped),
-    PermanentFailure (no usable object, a key MATCH_KEY rejects or that is
-    no safe path, or a handler exit status of 65), else TemporaryFailure,
-    which Batch Operations retries.
-    """
-    try:
-        messages = [parse_batch_task(task) for task in payload["tasks"]]
-        answer = {key: payload[key] for key in ("invocationSchemaVersion", "invocationId")}
-    except (KeyError, TypeError) as exc:
-        raise EventError(f"malformed Batch Operations invocation: missing or wrong {exc}") from None
-    refused = {message.id: _refusal(message, bridge.config) for message in messages}
-    runnable = [message for message in messages if refused[message.id] is None]
-    reports = {i: report for group, report in bridge.run_groups(runnable, deadline).items() for i in group.sources}
-    results = [_task_result(m.id, refused[m.id], reports.get(m.id)) for m in messages]
-    return {**answer, "treatMissingKeysAs": "TemporaryFailure", "results": results}
 
 
 def _refusal(message: Message, config: Config) -> str | None:
@@ -2337,32 +2341,40 @@ def _task_result(task_id: str, refusal: str | None, report: GroupReport | None) 
     return {"taskId": task_id, "resultCode": code, "resultString": text}
 
 
-def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ: Any) -> int:
-    """Poll for invocations until a signal; a failed GET of the next one ends
-    the loop (exit 1) so Lambda starts a new environment. A failed POST is
-    logged: Lambda times that invocation out, and its messages come back."""
-    supervisor = bridge.supervisor
-    while not supervisor.stopping:
-        try:
-            request_id, headers, body = api.next_invocation()
-        except RuntimeApiError as exc:
-            log.error("stopping: %s", exc)
-            return 1
-        formatter.request_id = request_id
-        trace_id = headers.get("Lambda-Runtime-Trace-Id")
-        if trace_id:
-            environ["_X_AMZN_TRACE_ID"] = trace_id
-        else:
-            environ.pop("_X_AMZN_TRACE_ID", None)
-        deadline = invocation_deadline(headers.get("Lambda-Runtime-Deadline-Ms"), time.time())
-        if not supervisor.begin_work():
-            _answer(api, request_id, None, BridgeError("shutting down: the invocation was not started"))
-            break
-        try:
-            _answer(api, request_id, *_outcome(bridge, body, deadline))
-        finally:
-            supervisor.end_work()
-    return 1
+def handle_batch_operations(bridge: Bridge, payload: dict, deadline: float | None) -> dict:
+    """An S3 Batch Operations invocation: each task is an object reference, grouped and run as an event's.
+
+    Each task gets a result: Succeeded (its group succeeded or was skipped),
+    PermanentFailure (no usable object, a key MATCH_KEY rejects or that is
+    no safe path, or a handler exit status of 65), else TemporaryFailure,
+    which Batch Operations retries.
+    """
+    try:
+        messages = [parse_batch_task(task) for task in payload["tasks"]]
+        answer = {key: payload[key] for key in ("invocationSchemaVersion", "invocationId")}
+    except (KeyError, TypeError) as exc:
+        raise EventError(f"malformed Batch Operations invocation: missing or wrong {exc}") from None
+    refused = {message.id: _refusal(message, bridge.config) for message in messages}
+    runnable = [message for message in messages if refused[message.id] is None]
+    reports = {i: report for group, report in bridge.run_groups(runnable, deadline).items() for i in group.sources}
+    results = [_task_result(m.id, refused[m.id], reports.get(m.id)) for m in messages]
+    return {**answer, "treatMissingKeysAs": "TemporaryFailure", "results": results}
+
+
+def handle_invocation(bridge: Bridge, payload: Any, deadline: float | None) -> dict:
+    """Process one Lambda payload; raise BridgeError for an invocation error."""
+    if is_batch_operations(payload):
+        return handle_batch_operations(bridge, payload, deadline)
+    if is_sqs_batch(payload):
+        messages = [parse_sqs_record(record) for record in payload["Records"]]
+        failed = bridge.process_messages(messages, deadline)
+        if failed and len(failed) == len(messages):
+            raise GroupError(f"every message failed: {', '.join(failed)}")
+        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+    failed = bridge.process_messages([Message("", tuple(parse_event(payload)))], deadline)
+    if failed:
+        raise GroupError("one or more groups failed (see the log)")
+    return {"status": "succeeded"}
 
 
 def _outcome(bridge: Bridge, body: bytes, deadline: float | None) -> tuple[Any, BaseException | None]:
@@ -2391,6 +2403,32 @@ def _answer(api: RuntimeApi, request_id: str, result: Any, error: BaseException 
         log.error("could not report invocation %s: %s", request_id, exc)
 
 
+def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ: Any) -> int:
+    """Poll for invocations until a signal; a failed GET of the next one ends
+    the loop (exit 1) so Lambda starts a new environment. A failed POST is
+    logged: Lambda times that invocation out, and its messages come back."""
+    supervisor = bridge.supervisor
+    while not supervisor.stopping:
+        try:
+            request_id, headers, body = api.next_invocation()
+        except RuntimeApiError as exc:
+            log.error("stopping: %s", exc)
+            return 1
+        formatter.request_id = request_id
+        trace_id = headers.get("Lambda-Runtime-Trace-Id")
+        if trace_id:
+            environ["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            environ.pop("_X_AMZN_TRACE_ID", None)
+        deadline = invocation_deadline(headers.get("Lambda-Runtime-Deadline-Ms"), time.time())
+        with supervisor.busy_work() as allowed:
+            if not allowed:
+                _answer(api, request_id, None, BridgeError("shutting down: the invocation was not started"))
+                break
+            _answer(api, request_id, *_outcome(bridge, body, deadline))
+    return 1
+
+
 ###############################################################################
 # Transport: one-shot run, SQS worker, shutdown
 ###############################################################################
@@ -2398,12 +2436,8 @@ def _answer(api: RuntimeApi, request_id: str, result: Any, error: BaseException 
 
 def run_once(bridge: Bridge, bucket: str, prefix: str) -> int:
     """`run`: one group, exit status 0 on success or skip, 1 on failure."""
-    if not bridge.supervisor.begin_work():
-        return 1
-    try:
-        return 0 if bridge.process(Group(bucket, prefix, ("run",))).ok else 1
-    finally:
-        bridge.supervisor.end_work()
+    with bridge.supervisor.busy_work() as allowed:
+        return 0 if allowed and bridge.process(Group(bucket, prefix, ("run",))).ok else 1
 
 
 SHUTDOWN_GRACE_SECONDS = 20.0
@@ -2466,6 +2500,15 @@ def delete_messages(sqs: Any, queue_url: str, handles: Mapping[str, str]) -> lis
 RECEIVE_BACKOFF_MAX_SECONDS = 60.0
 
 
+def _process_received(bridge: Bridge, sqs: Any, received: Sequence[dict]) -> None:
+    config = bridge.config
+    handles = {m["MessageId"]: m["ReceiptHandle"] for m in received}
+    messages = [parse_sqs_record({"messageId": m["MessageId"], "body": m.get("Body")}) for m in received]
+    with _Heartbeat(sqs, config.sqs_queue_url, list(handles.values()), config.sqs_visibility_timeout):
+        failed = bridge.process_messages(messages)
+    delete_messages(sqs, config.sqs_queue_url, {i: h for i, h in handles.items() if i not in failed})
+
+
 def serve_sqs(bridge: Bridge, sqs: Any) -> int:
     """`consume`: long-poll the queue and process each batch as Lambda would, until a signal."""
     config, supervisor, backoff = bridge.config, bridge.supervisor, 1.0
@@ -2484,25 +2527,11 @@ def serve_sqs(bridge: Bridge, sqs: Any) -> int:
             backoff = min(backoff * 2, RECEIVE_BACKOFF_MAX_SECONDS)
             continue
         backoff = 1.0
-        received = answer.get("Messages", [])
-        if received and not supervisor.begin_work():
-            break  # stopping: they come back after their visibility timeout
-        if received:
-            try:
-                _process_received(bridge, sqs, received)
-            finally:
-                supervisor.end_work()
+        with supervisor.busy_work() as allowed:
+            if answer.get("Messages") and allowed:
+                _process_received(bridge, sqs, answer["Messages"])
     log.info("stopped")
     return 0
-
-
-def _process_received(bridge: Bridge, sqs: Any, received: Sequence[dict]) -> None:
-    config = bridge.config
-    handles = {m["MessageId"]: m["ReceiptHandle"] for m in received}
-    messages = [parse_sqs_record({"messageId": m["MessageId"], "body": m.get("Body")}) for m in received]
-    with _Heartbeat(sqs, config.sqs_queue_url, list(handles.values()), config.sqs_visibility_timeout):
-        failed = bridge.process_messages(messages)
-    delete_messages(sqs, config.sqs_queue_url, {i: h for i, h in handles.items() if i not in failed})
 
 
 def sqs_client(session: Any) -> Any:
@@ -2514,6 +2543,7 @@ def sqs_client(session: Any) -> Any:
 ###############################################################################
 # Transport: backfill
 ###############################################################################
+
 
 BACKFILL_ATTEMPTS = 3
 
@@ -2546,7 +2576,7 @@ class Backfill:
     sent: int = 0
     failed: list[str] = field(default_factory=list)
 
-    def run(self, objects: Iterable[dict], bucket: str, config: Config) -> int:
+    def notify(self, objects: Iterable[dict], bucket: str, config: Config) -> int:
         groups: set[str] = set()
         batch: list[tuple[str, str]] = []
         try:
@@ -2638,8 +2668,11 @@ class Tally:
         self.files_written += report.uploaded_files
 
 
+WATCH_INTERVAL_SECONDS = 1.0
+
+
 @dataclass
-class LocalRun:
+class LocalMode:
     """A folder as the bucket; the bridge plays S3's notifications itself.
 
     Each event goes to every function whose MATCH_KEY matches it; outputs
@@ -2686,12 +2719,8 @@ class LocalRun:
 
     def _busy_cascade(self, keys: Sequence[str]) -> set[str] | None:
         """cascade() as the supervisor's busy work; None once stopping, when nothing may start."""
-        if not self.supervisor.begin_work():
-            return None
-        try:
-            return self.cascade(keys)
-        finally:
-            self.supervisor.end_work()
+        with self.supervisor.busy_work() as allowed:
+            return self.cascade(keys) if allowed else None
 
     def watch(self, interval: float) -> None:
         """Poll the folder; a new or changed file is an event once it stops changing.
@@ -2743,8 +2772,6 @@ class LocalRun:
 # Entry point
 ###############################################################################
 
-WATCH_INTERVAL_SECONDS = 1.0
-
 
 #: What each mode does, for `--help` and for the mode's own help.
 MODE_HELP = {
@@ -2756,22 +2783,9 @@ MODE_HELP = {
 }
 
 
-def parse_arguments(argv: Sequence[str], in_lambda: bool, build: str) -> Any:
-    """Sub-command, its options, and the handler command (exec form) after them.
+def _argument_parser(build: str) -> Any:
+    import argparse  # only off the Lambda path: see parse_arguments
 
-    With no sub-command, AWS_LAMBDA_RUNTIME_API set means `lambda`, so an
-    image can keep its handler in CMD; that path has nothing to parse, and
-    leaving argparse unloaded keeps it off every cold start. In `local`, the
-    command follows `--` because the arguments before it are keys.
-    """
-    argv = list(argv)
-    if in_lambda and (not argv or argv[0] not in (*MODE_HELP, "-h", "--help", "--prepare", "--version")):
-        return types.SimpleNamespace(mode="lambda", command=argv, prepare=None)
-    import argparse
-
-    command: list[str] = []
-    if argv[:1] == ["local"] and "--" in argv:
-        argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     parser = argparse.ArgumentParser(prog="bootstrap", description="Run a file-in/file-out command on S3 events.")
     parser.add_argument("--prepare", metavar="DIR", help="zipapp only: unpack into DIR at image build time")
     parser.add_argument("--version", action="version", version=f"s3-event-bridge {__version__} ({build})")
@@ -2790,48 +2804,30 @@ def parse_arguments(argv: Sequence[str], in_lambda: bool, build: str) -> Any:
     local.add_argument("keys", nargs="*", metavar="KEY", help="created-object events")
     for mode in ("lambda", "run", "consume"):
         commands[mode].add_argument("command", nargs=argparse.REMAINDER, help="handler command (exec form)")
+    return parser
+
+
+def parse_arguments(argv: Sequence[str], in_lambda: bool, build: str) -> Any:
+    """Sub-command, its options, and the handler command (exec form) after them.
+
+    With no sub-command, AWS_LAMBDA_RUNTIME_API set means `lambda`, so an
+    image can keep its handler in CMD; that path has nothing to parse, and
+    leaving argparse unloaded keeps it off every cold start. In `local`, the
+    command follows `--` because the arguments before it are keys.
+    """
+    argv = list(argv)
+    if in_lambda and (not argv or argv[0] not in (*MODE_HELP, "-h", "--help", "--prepare", "--version")):
+        return types.SimpleNamespace(mode="lambda", command=argv, prepare=None)
+    command: list[str] = []
+    if argv[:1] == ["local"] and "--" in argv:
+        argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    parser = _argument_parser(build)
     args = parser.parse_args(argv)
     if args.mode != "local":
         command = [part for i, part in enumerate(getattr(args, "command", None) or []) if i or part != "--"]
-    args.command = command
     if args.mode is None and args.prepare is None:
         parser.error("a mode is required (or set AWS_LAMBDA_RUNTIME_API)")
-    return args
-
-
-def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle | None = None) -> int:
-    """Exit status: 0 success, 1 failure, 2 configuration or usage error."""
-    environ = os.environ if environ is None else environ
-    supervisor = Supervisor(reap=True)
-    gc.disable()  # start-up builds what lives as long as the process: see Supervisor.run
-    with supervisor.listening():  # first: a signal during start-up is not lost (PID 1 ignores unhandled ones)
-        try:
-            build = f"build {bundle.build_id}" if bundle else "bridge.py"
-            in_lambda = bool(environ.get("AWS_LAMBDA_RUNTIME_API"))
-            args = parse_arguments(sys.argv[1:] if argv is None else argv, in_lambda, build)
-        except SystemExit as exc:  # argparse has printed the usage
-            return int(exc.code or 0)
-        if args.prepare:
-            if bundle is None:
-                print("--prepare only applies to the zipapp (dist/bootstrap)", file=sys.stderr)
-                return 2
-            return prepare_bundle(bundle, args.prepare)
-        if args.mode == "lambda":
-            return main_lambda(args, environ, bundle, supervisor)
-        try:
-            files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
-            if args.mode == "local":
-                return main_local(args, environ, supervisor)
-            config = Config.from_env(environ, args.command, handler_needed=args.mode != "backfill")
-            setup_logging(config)
-            if args.mode == "backfill":
-                return main_backfill(args, config, files, supervisor)
-            remove_stale_work_folders()
-            if args.mode == "run":
-                return main_run(args, config, environ, files, supervisor)
-            return main_consume(config, environ, files, supervisor)
-        except Exception as exc:  # start-up failed: say why in one line
-            return _startup_failed(exc)
+    return types.SimpleNamespace(**{**vars(args), "command": command})
 
 
 def _startup_failed(exc: Exception) -> int:
@@ -2841,6 +2837,10 @@ def _startup_failed(exc: Exception) -> int:
         return 2
     print(f"s3-event-bridge: start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     return 1
+
+
+def s3_bridge(config: Config, environ: Any, session: Any, supervisor: Supervisor) -> Bridge:
+    return Bridge(config, S3Store(session, config.transfer_concurrency, config.fast_path), environ, supervisor)
 
 
 def main_lambda(args: Any, environ: Any, bundle: Bundle | None, supervisor: Supervisor) -> int:
@@ -2853,14 +2853,12 @@ def main_lambda(args: Any, environ: Any, bundle: Bundle | None, supervisor: Supe
         config = Config.from_env(environ, args.command)
         formatter = setup_logging(config)
         remove_stale_work_folders()
-        bridge = Bridge(
-            config, S3Store(aws_session(files), config.transfer_concurrency, config.fast_path), environ, supervisor
-        )
+        bridge = s3_bridge(config, environ, aws_session(files), supervisor)
     except Exception as exc:  # any start-up failure is an init error for Lambda
         with contextlib.suppress(RuntimeApiError):
             api.init_error(exc)
         return _startup_failed(exc)
-    return supervisor.run(functools.partial(serve_lambda, bridge, api, formatter, environ), stopped=1)
+    return supervisor.supervise(functools.partial(serve_lambda, bridge, api, formatter, environ), stopped=1)
 
 
 def _bucket_and_prefix(args: Any, config: Config) -> tuple[str, str]:
@@ -2872,10 +2870,8 @@ def _bucket_and_prefix(args: Any, config: Config) -> tuple[str, str]:
 
 def main_run(args: Any, config: Config, environ: Any, files: str | None, supervisor: Supervisor) -> int:
     bucket, prefix = _bucket_and_prefix(args, config)
-    bridge = Bridge(
-        config, S3Store(aws_session(files), config.transfer_concurrency, config.fast_path), environ, supervisor
-    )
-    return supervisor.run(functools.partial(run_once, bridge, bucket, prefix), stopped=1)
+    bridge = s3_bridge(config, environ, aws_session(files), supervisor)
+    return supervisor.supervise(functools.partial(run_once, bridge, bucket, prefix), stopped=1)
 
 
 def main_consume(config: Config, environ: Any, files: str | None, supervisor: Supervisor) -> int:
@@ -2883,8 +2879,8 @@ def main_consume(config: Config, environ: Any, files: str | None, supervisor: Su
         raise ConfigError("SQS_QUEUE_URL: consume needs the queue to read from")
     session = aws_session(files)
     supervisor.grace = SHUTDOWN_GRACE_SECONDS
-    bridge = Bridge(config, S3Store(session, config.transfer_concurrency, config.fast_path), environ, supervisor)
-    return supervisor.run(functools.partial(serve_sqs, bridge, sqs_client(session)), stopped=0, cut=0)
+    bridge = s3_bridge(config, environ, session, supervisor)
+    return supervisor.supervise(functools.partial(serve_sqs, bridge, sqs_client(session)), stopped=0, cut=0)
 
 
 def main_backfill(args: Any, config: Config, files: str | None, supervisor: Supervisor) -> int:
@@ -2895,7 +2891,7 @@ def main_backfill(args: Any, config: Config, files: str | None, supervisor: Supe
     session = aws_session(files)
     objects = S3Store(session, config.transfer_concurrency).objects(bucket, prefix)
     backfill = Backfill(sqs_client(session), config.sqs_queue_url, sys.stderr.isatty())
-    status = supervisor.run(functools.partial(backfill.run, objects, bucket, config), stopped=1)
+    status = supervisor.supervise(functools.partial(backfill.notify, objects, bucket, config), stopped=1)
     print(("\n" if backfill.interactive else "") + backfill.summary())
     return status
 
@@ -2927,10 +2923,45 @@ def main_local(args: Any, environ: Any, supervisor: Supervisor) -> int:
     if missing:
         raise ConfigError(f"no such key in {bucket_dir}: {', '.join(missing)}")
     remove_stale_work_folders()
-    run = LocalRun(functions, store, bucket, args.max_rounds, supervisor)
-    status = supervisor.run(functools.partial(run.serve, keys, args.watch), stopped=0)
-    print(run.summary())
-    return max(status, int(run.failed))
+    local = LocalMode(functions, store, bucket, args.max_rounds, supervisor)
+    status = supervisor.supervise(functools.partial(local.serve, keys, args.watch), stopped=0)
+    print(local.summary())
+    return max(status, int(local.failed))
+
+
+def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle | None = None) -> int:
+    """Exit status: 0 success, 1 failure, 2 configuration or usage error."""
+    environ = os.environ if environ is None else environ
+    supervisor = Supervisor(reap=True)
+    gc.disable()  # start-up builds what lives as long as the process: see Supervisor.supervise
+    with supervisor.listening():  # first: a signal during start-up is not lost (PID 1 ignores unhandled ones)
+        try:
+            build = f"build {bundle.build_id}" if bundle else "bridge.py"
+            in_lambda = bool(environ.get("AWS_LAMBDA_RUNTIME_API"))
+            args = parse_arguments(sys.argv[1:] if argv is None else argv, in_lambda, build)
+        except SystemExit as exc:  # argparse has printed the usage
+            return int(exc.code or 0)
+        if args.prepare:
+            if bundle is None:
+                print("--prepare only applies to the zipapp (dist/bootstrap)", file=sys.stderr)
+                return 2
+            return prepare_bundle(bundle, args.prepare)
+        if args.mode == "lambda":
+            return main_lambda(args, environ, bundle, supervisor)
+        try:
+            files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
+            if args.mode == "local":
+                return main_local(args, environ, supervisor)
+            config = Config.from_env(environ, args.command, handler_needed=args.mode != "backfill")
+            setup_logging(config)
+            if args.mode == "backfill":
+                return main_backfill(args, config, files, supervisor)
+            remove_stale_work_folders()
+            if args.mode == "run":
+                return main_run(args, config, environ, files, supervisor)
+            return main_consume(config, environ, files, supervisor)
+        except Exception as exc:  # start-up failed: say why in one line
+            return _startup_failed(exc)
 
 
 if __name__ == "__main__":

