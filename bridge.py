@@ -113,10 +113,9 @@ def _usable(folder: str) -> bool:
     """Complete, and not planted by another user (owned by us or root, writable by no one else)."""
     try:
         info = os.lstat(folder)
-        complete = os.path.isfile(os.path.join(folder, _COMPLETE))
     except OSError:
         return False
-    return complete and _only_owner_writes(info)
+    return os.path.isfile(os.path.join(folder, _COMPLETE)) and _only_owner_writes(info)
 
 
 def _trusted_folder(path: str) -> None:
@@ -146,12 +145,6 @@ def _in_first_usable(roots: Sequence[str], use: Callable[[str], str]) -> str:
             warning = f"{BUNDLE_CACHE_VARIABLE}: cannot use {root} ({exc}); unpacking into {roots[-1]}"
             print(f"s3-event-bridge: warning: {warning}", file=sys.stderr)
     return use(roots[-1])
-
-
-def _discard(path: str) -> None:
-    doomed = f"{os.path.dirname(path)}/.{os.path.basename(path)}.discarded-{os.getpid()}"
-    os.rename(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _unpack_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
@@ -264,7 +257,9 @@ class Bundle:
         parent, name = os.path.split(dest)
         for leftover in os.listdir(parent):
             if leftover.startswith((f".{name}.unpacking-", f".{name}.discarded-")) or leftover == name:
-                _discard(os.path.join(parent, leftover))
+                doomed = f"{parent}/.{leftover}.discarded-{os.getpid()}"
+                os.rename(os.path.join(parent, leftover), doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
         work = tempfile.mkdtemp(prefix=f".{name}.unpacking-", dir=parent)
         with zipfile.ZipFile(self.archive) as archive:
             for info in archive.infolist():
@@ -734,9 +729,6 @@ class ObjectRef:
     bucket: str
     key: str
 
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
 
 @dataclass(frozen=True)
 class Message:
@@ -766,12 +758,8 @@ def _eventbridge(event: dict) -> list[ObjectRef]:
 
 def is_sqs_batch(payload: Any) -> bool:
     records = payload.get("Records") if isinstance(payload, dict) else None
-    return (
-        isinstance(records, list)
-        and bool(records)
-        and isinstance(records[0], dict)
-        and records[0].get("eventSource") == "aws:sqs"
-    )
+    first = records[0] if isinstance(records, list) and records else None
+    return isinstance(first, dict) and first.get("eventSource") == "aws:sqs"
 
 
 def is_batch_operations(payload: Any) -> bool:
@@ -804,8 +792,7 @@ def _s3_record(record: dict) -> list[ObjectRef]:
         raise EventError("record has neither an s3 nor an Sns section")
     if not str(record.get("eventName", "")).startswith("ObjectCreated"):
         return []
-    bucket = record["s3"]["bucket"]["name"]
-    key = record["s3"]["object"]["key"]
+    bucket, key = record["s3"]["bucket"]["name"], record["s3"]["object"]["key"]
     if not isinstance(bucket, str) or not isinstance(key, str):
         raise EventError("bucket name and object key must be strings")
     return [ObjectRef(bucket, decode_key(key, bucket))]
@@ -1043,10 +1030,7 @@ def remove_tree(path: str) -> None:
         return
     _open_up(info, path)
     for fd, name, _, entry in walk_tree(path, own=True):
-        if stat.S_ISDIR(entry.st_mode):
-            os.rmdir(name, dir_fd=fd)
-        else:
-            os.unlink(name, dir_fd=fd)
+        (os.rmdir if stat.S_ISDIR(entry.st_mode) else os.unlink)(name, dir_fd=fd)
     os.rmdir(path)
 
 
@@ -1464,27 +1448,12 @@ class LocalStore:
             self.written.append(ObjectRef(bucket, key))
 
 
-class _KnownSize:
-    """s3transfer subscriber that hands over the size the listing already gave."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def on_queued(self, future: Any, **_: Any) -> None:
-        future.meta.provide_transfer_size(self.size)
-
-
 def _object_shape(item: dict) -> dict:
     """The Object API shape the filter sees: dates as ISO 8601 UTC strings."""
     shaped = dict(item)
     if isinstance(item.get("LastModified"), datetime.datetime):
         shaped["LastModified"] = utc_timestamp(item["LastModified"].timestamp())
     return shaped
-
-
-def _content_type(key: str) -> dict:
-    guessed, _ = mimetypes.guess_type(key)
-    return {"ContentType": guessed} if guessed else {}
 
 
 def _results(futures: Sequence[tuple[str, Any]], bucket: str, verb: str) -> list[Any]:
@@ -1547,20 +1516,18 @@ class S3Store:
         Pool threads may ask at once: the lock keeps it to one manager.
         """
         with self._manager_lock:
-            return self._manager or self._make_manager()
+            if self._manager is None:
+                from s3transfer.manager import TransferConfig, TransferManager
 
-    def _make_manager(self) -> Any:
-        from s3transfer.manager import TransferConfig, TransferManager
-
-        # A bounded write queue (64 x 256 KiB): s3transfer's default of 1000
-        # chunks let a fast network buffer 256 MB ahead of the disk.
-        config = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD,
-            max_request_concurrency=self.concurrency,
-            max_io_queue_size=64,
-        )
-        self._manager = TransferManager(self.client, config)
-        return self._manager
+                # A bounded write queue (64 x 256 KiB): s3transfer's default of 1000
+                # chunks let a fast network buffer 256 MB ahead of the disk.
+                config = TransferConfig(
+                    multipart_threshold=MULTIPART_THRESHOLD,
+                    max_request_concurrency=self.concurrency,
+                    max_io_queue_size=64,
+                )
+                self._manager = TransferManager(self.client, config)
+            return self._manager
 
     def list_objects(self, bucket: str, prefix: str) -> list[dict]:
         return list(self.objects(bucket, prefix))
@@ -1577,8 +1544,9 @@ class S3Store:
 
     def _download(self, bucket: str, obj: dict, path: str) -> str:
         if obj["Size"] >= MULTIPART_THRESHOLD:
-            # The listed size spares s3transfer a HEAD request.
-            self.manager.download(bucket, obj["Key"], path, subscribers=[_KnownSize(obj["Size"])]).result()
+            # The listed size spares s3transfer a HEAD request (a subscriber is any object with on_queued).
+            known = types.SimpleNamespace(on_queued=lambda future, **_: future.meta.provide_transfer_size(obj["Size"]))
+            self.manager.download(bucket, obj["Key"], path, subscribers=[known]).result()
             return file_digest(path)
         digest = self.fast.get(bucket, obj["Key"], path) if obj["Size"] <= self.fast.max_bytes else None
         if digest is not None:
@@ -1591,7 +1559,8 @@ class S3Store:
         _results([(key, self.pool.submit(self._upload, bucket, path, key)) for path, key in items], bucket, "upload")
 
     def _upload(self, bucket: str, path: str, key: str) -> None:
-        extra, size = _content_type(key), os.path.getsize(path)
+        guessed, size = mimetypes.guess_type(key)[0], os.path.getsize(path)
+        extra = {"ContentType": guessed} if guessed else {}
         if size >= MULTIPART_THRESHOLD:
             self.manager.upload(path, bucket, key, extra_args=extra).result()
             return
@@ -1930,15 +1899,13 @@ class WorkFolder:
 
     def reclaim(self) -> None:
         """After the handler: check it is still the folder locked, and give back the permissions the handler took."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if _still_at(self.path, self.fd):
                 os.fchmod(self.fd, 0o700)
                 info = os.stat("root", dir_fd=self.fd, follow_symlinks=False)
                 if stat.S_ISDIR(info.st_mode):
                     _open_up(info, "root", self.fd)
                     return
-        except FileNotFoundError:
-            pass
         raise GroupError("the handler moved, removed or replaced its work folder; nothing uploaded")
 
     def remove(self) -> None:
@@ -1986,11 +1953,10 @@ def _remove_if_stale(path: str) -> None:
     try:
         if os.fstat(fd).st_uid != os.geteuid():
             raise OSError(errno.EPERM, "another user's: left to that user's own next start")
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live process holds it
-        log.info("removing leftover work folder %s", path)
-        remove_tree(path)
-    except BlockingIOError:
-        pass
+        with contextlib.suppress(BlockingIOError):  # a live process holds it
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            log.info("removing leftover work folder %s", path)
+            remove_tree(path)
     finally:
         os.close(fd)
 
@@ -2252,15 +2218,13 @@ class RuntimeApi:
         connection broke (a dropped kept-alive connection, or an answer lost)
         is sent once more on a new one."""
         data = None if body is None else json.dumps(body).encode()
-        try:
-            return (*self._send(method, path, data, headers), False)
-        except (http.client.HTTPException, OSError):
-            self.connection.close()
-        try:
-            return (*self._send(method, path, data, headers), True)
-        except (http.client.HTTPException, OSError) as exc:
-            self.connection.close()
-            raise RuntimeApiError(f"{method} {path} failed: {exc!r}") from None
+        for again in (False, True):
+            try:
+                return (*self._send(method, path, data, headers), again)
+            except (http.client.HTTPException, OSError) as exc:
+                self.connection.close()
+                error = exc
+        raise RuntimeApiError(f"{method} {path} failed: {error!r}") from None
 
     def _send(self, method: str, path: str, data: bytes | None, headers: Any) -> tuple[int, Any, bytes]:
         self.connection.request(method, self.base + path, body=data, headers=dict(headers or {}))
@@ -2286,12 +2250,10 @@ class RuntimeApi:
         self._post(f"/invocation/{request_id}/response", result)
 
     def fail(self, request_id: str, error: BaseException) -> None:
-        payload, headers = _error_payload(error)
-        self._post(f"/invocation/{request_id}/error", payload, headers)
+        self._post(f"/invocation/{request_id}/error", *_error_payload(error))
 
     def init_error(self, error: BaseException) -> None:
-        payload, headers = _error_payload(error)
-        self._post("/init/error", payload, headers)
+        self._post("/init/error", *_error_payload(error))
 
 
 PLAUSIBLE_DEADLINE_SECONDS = 24 * 3600
@@ -2659,12 +2621,9 @@ class Tally:
     files_written: int = 0
 
     def add(self, report: GroupReport) -> None:
-        if report.outcome == "skipped":
-            self.skipped += 1
-        elif report.ok:
-            self.succeeded += 1
-        else:
-            self.failed += 1
+        self.succeeded += report.outcome == "succeeded"
+        self.skipped += report.outcome == "skipped"
+        self.failed += report.outcome == "failed"
         self.files_written += report.uploaded_files
 
 
@@ -2754,8 +2713,7 @@ class LocalMode:
     def summary(self) -> str:
         rows = [("function", "succeeded", "skipped", "failed", "files written")]
         for name, _ in self.functions:
-            tally = self.tallies.get(name, Tally())
-            rows.append((name, str(tally.succeeded), str(tally.skipped), str(tally.failed), str(tally.files_written)))
+            rows.append((name, *map(str, dataclasses.astuple(self.tallies.get(name, Tally())))))
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         lines = [
             "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
