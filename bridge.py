@@ -896,6 +896,24 @@ def relative_path(key: str, prefix: str) -> str | None:
     return rest
 
 
+def claim(relative: str, files: set[str], folders: set[str], name_max: int) -> str | None:
+    """Why a relative path cannot be placed beside those claimed before it; None: it is claimed now.
+
+    Decided in memory, in listing order, so the first listed wins a clash
+    (`a` and `a/b`: a file where a folder must be, or the reverse), and the
+    files need not exist before the downloads, which create them in parallel.
+    """
+    path = relative.rstrip("/")
+    parents = {path[:i] for i, char in enumerate(path) if char == "/"}
+    if any(len(os.fsencode(segment)) > name_max for segment in path.split("/")):
+        return "File name too long"
+    if parents & files or path in files or (path in folders and not relative.endswith("/")):
+        return "a file where a folder must be, or the reverse"
+    folders.update(parents)
+    (folders if relative.endswith("/") else files).add(path)
+    return None
+
+
 ###############################################################################
 # Files: hashing, and walking and removing trees of any depth
 ###############################################################################
@@ -910,7 +928,7 @@ _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 def write_hashing(chunks: Iterable[bytes], path: str) -> str:
     """Write a stream to a file, returning its sha256: one pass over the bytes."""
     digest = hashlib.sha256()
-    with open(path, "wb") as target:
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644), "wb") as target:
         for chunk in chunks:
             target.write(chunk)
             digest.update(chunk)
@@ -1032,20 +1050,6 @@ def remove_tree(path: str) -> None:
     for fd, name, _, entry in walk_tree(path, own=True):
         (os.rmdir if stat.S_ISDIR(entry.st_mode) else os.unlink)(name, dir_fd=fd)
     os.rmdir(path)
-
-
-def place(path: str, folder: bool) -> None:
-    """Make the folder, or the empty file a download fills, at path.
-
-    A key that clashes with one placed before it (`p/a` and `p/a/b`: a file
-    where a folder must be, or the reverse) or whose name is too long for the
-    filesystem raises OSError, so the caller refuses that object alone.
-    """
-    if folder:
-        os.makedirs(path, exist_ok=True)
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
 
 
 ###############################################################################
@@ -2116,8 +2120,18 @@ class Bridge:
 
     def _pull(self, group: Group, objects: list[dict], root: str, report: GroupReport) -> dict[str, tuple[int, str]]:
         """Pull the matching objects; return each pulled file's (size, sha256)."""
-        patterns = self.config.pull_match_keys
-        items, relatives = [], []
+        items = self._placed(group, objects, root)
+        needed, free = sum(obj["Size"] for obj, _, _ in items), shutil.disk_usage(root).free
+        if needed > free:
+            raise GroupError(f"{group} needs {needed} bytes but {root} has {free} bytes free")
+        digests = self.store.download(group.bucket, [(obj, path) for obj, path, _ in items])
+        report.pulled_files, report.pulled_bytes = len(items), needed
+        return {relative: (os.lstat(path).st_size, digest) for (_, path, relative), digest in zip(items, digests)}
+
+    def _placed(self, group: Group, objects: list[dict], root: str) -> list[tuple[dict, str, str]]:
+        """The matching objects' (object, path, relative path), their folders made; each refused one is logged."""
+        patterns, files, folders = self.config.pull_match_keys, set(), set()
+        name_max, items = os.pathconf(root, "PC_NAME_MAX"), []
         for obj in objects:
             key = obj["Key"]
             if patterns and not any(p.search(key) for p in patterns):
@@ -2128,20 +2142,17 @@ class Bridge:
                     log.warning("not pulling s3://%s/%s: its key is not a safe path", group.bucket, key)
                 continue
             path = os.path.join(root, *relative.rstrip("/").split("/"))
+            why = claim(relative, files, folders, name_max)
             try:
-                place(path, relative.endswith("/"))
+                if why is None:
+                    os.makedirs(path if relative.endswith("/") else os.path.dirname(path), exist_ok=True)
             except OSError as exc:
-                log.warning("not pulling s3://%s/%s: it cannot be placed (%s)", group.bucket, key, exc.strerror)
-                continue
-            if not relative.endswith("/"):
-                items.append((obj, path))
-                relatives.append(relative)
-        needed, free = sum(obj["Size"] for obj, _ in items), shutil.disk_usage(root).free
-        if needed > free:
-            raise GroupError(f"{group} needs {needed} bytes but {root} has {free} bytes free")
-        digests = self.store.download(group.bucket, items)
-        report.pulled_files, report.pulled_bytes = len(items), needed
-        return {rel: (os.lstat(path).st_size, digest) for rel, (_, path), digest in zip(relatives, items, digests)}
+                why = exc.strerror
+            if why is not None:
+                log.warning("not pulling s3://%s/%s: it cannot be placed (%s)", group.bucket, key, why)
+            elif not relative.endswith("/"):
+                items.append((obj, path, relative))
+        return items
 
     def _log(self, report: GroupReport) -> None:
         numbers = {name: value for name, value in vars(report).items() if name not in ("group", "error")}

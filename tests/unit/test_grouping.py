@@ -85,3 +85,21 @@ def test_parent_dirs_merge_sibling_folders_into_one_group():
 )
 def test_key_to_path_refuses_anything_that_could_leave_the_folder(key, prefix, path):
     assert bridge.relative_path(key, prefix) == path
+
+
+@pytest.mark.parametrize(
+    "listing, refused",
+    [
+        (["a", "a/", "a/b", "ok"], ["a/", "a/b"]),
+        (["a/", "a/b", "a/c/", "a/c/d"], []),
+        (["a/b", "a"], ["a"]),
+        (["a/b/", "a/b"], ["a/b"]),
+        (["d/e/f", "d/e"], ["d/e"]),
+        (["x" * 255, "x" * 256, "y" * 256 + "/z", "é" * 128], ["x" * 256, "y" * 256 + "/z", "é" * 128]),
+    ],
+)
+def test_the_first_listed_key_wins_a_clash_and_names_too_long_are_refused(listing, refused):
+    files: set[str] = set()
+    folders: set[str] = set()
+    verdicts = [bridge.claim(relative, files, folders, 255) for relative in listing]
+    assert [relative for relative, why in zip(listing, verdicts) if why] == refused
