@@ -94,14 +94,24 @@ def contenders(tools: dict, url: str, bucket: str, prefix: str) -> dict[str, lis
     aws = f"{tools['aws']} s3 cp --recursive --quiet"
     s5 = f"{tools['s5cmd']} --endpoint-url {url} cp"
     bridge = [sys.executable, "-I", "-S", tools["zipapp"], "run", "--bucket", bucket, "--prefix", prefix, *append]
-    awscli = f'd=$(mktemp -d) && {aws} {s3} "$d" && {handler} "$d" && {aws} "$d" {s3}; rm -rf "$d"'
-    s5cmd = f"d=$(mktemp -d) && {s5} '{s3}*' \"$d/\" && {handler} \"$d\" && (cd \"$d\" && {s5} '*' '{s3}')"
+    # set -e: a step that fails fails the contender (an `; rm` at the end would hide it).
+    scratch = """set -e; d=$(mktemp -d); trap 'rm -rf "$d"' EXIT; """
+    awscli = f'{scratch}{aws} {s3} "$d"; {handler} "$d"; {aws} "$d" {s3}'
+    s5cmd = f"""{scratch}{s5} '{s3}*' "$d/" >/dev/null; {handler} "$d"; cd "$d"; {s5} '*' '{s3}' >/dev/null"""
     return {
         "bridge": bridge,
         "awscli": ["bash", "-c", awscli],
         "raw boto3": [sys.executable, str(BENCH / "raw_boto3.py"), bucket, prefix, *append],
-        "s5cmd": ["bash", "-c", f'{s5cmd} >/dev/null; rm -rf "$d"'],
+        "s5cmd": ["bash", "-c", s5cmd],
     }
+
+
+def pushed_back(client, bucket: str, key: str, size: int, who: str) -> int:
+    """Check that the contender pushed its outputs (each run appends one byte); the new size."""
+    now = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    if now != size + 1:
+        raise SystemExit(f"{who} did not push its outputs: s3://{bucket}/{key} is {now} bytes, expected {size + 1}")
+    return now
 
 
 def transfer_table(tools, url, env, client, bucket, runs, cases) -> list[str]:
@@ -116,12 +126,15 @@ def transfer_table(tools, url, env, client, bucket, runs, cases) -> list[str]:
         prefix = f"{name}/"
         seed(client, bucket, prefix, count, size)
         commands = contenders(tools, url, bucket, prefix)
+        sample = f"{prefix}blob-0" if count == 1 else f"{prefix}d0/f00000"
+        length = client.head_object(Bucket=bucket, Key=sample)["ContentLength"]
         times = {who: [] for who in commands}
         cpu = {who: [] for who in commands}
         rss = []
         for _ in range(runs):
             for who, command in commands.items():
                 seconds, peak, used = timed(command, {**env, "TMPDIR": tools["tmp"]})
+                length = pushed_back(client, bucket, sample, length, who)
                 times[who].append(seconds)
                 cpu[who].append(used)
                 if who == "bridge":
@@ -185,8 +198,8 @@ def main() -> None:
     os.environ.update(coldstart.CREDENTIALS)  # the servers here accept these; nothing else is used
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     tools = {
-        "aws": args.aws,
-        "s5cmd": args.s5cmd,
+        "aws": os.path.abspath(args.aws),  # the s5cmd contender runs its upload from its scratch folder
+        "s5cmd": os.path.abspath(args.s5cmd),
         "zipapp": str(work / "bootstrap"),
         "cache": str(work / "cache"),
         "tmp": str(work / "tmp"),
