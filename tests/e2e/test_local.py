@@ -196,15 +196,19 @@ def test_watch_survives_files_that_vanish_mid_scan_and_processes_what_stays(tmp_
     assert "Traceback" not in (tmp_path / "log").read_text()
 
 
+def held_copy(gate, first: str) -> str:
+    """A handler copying input.txt to output.txt; the round where `first` holds signals gate.in, then waits for gate."""
+    return (
+        f"if {first}; then touch {gate}.used {gate}.in; while [ ! -e {gate} ]; do :; done; fi;"
+        ' cp "$ROOT_FOLDER/input.txt" "$ROOT_FOLDER/output.txt"'
+    )
+
+
 def test_watch_processes_a_file_that_arrives_while_a_round_runs_in_a_later_round(tmp_path):
     bucket = tmp_path / "bucket"
     (bucket / "first").mkdir(parents=True)
     gate = tmp_path / "gate"
-    handler = (
-        f'if [ "$KEY_PREFIX" = first/ ]; then touch {gate}.in; while [ ! -e {gate} ]; do :; done; fi;'
-        ' cp "$ROOT_FOLDER/input.txt" "$ROOT_FOLDER/output.txt"'
-    )
-    process = watch(bucket, tmp_path / "log", handler, MATCH_KEY=r"input\.txt$")
+    process = watch(bucket, tmp_path / "log", held_copy(gate, '[ "$KEY_PREFIX" = first/ ]'), MATCH_KEY=r"input\.txt$")
     try:
         (bucket / "first" / "input.txt").write_text("1")
         wait_until(Path(f"{gate}.in").exists, 20, "the first round to be running")
@@ -347,11 +351,7 @@ def test_watch_processes_again_a_file_saved_while_its_round_ran(tmp_path):
     bucket = tmp_path / "bucket"
     (bucket / "d").mkdir(parents=True)
     gate = tmp_path / "gate"
-    handler = (
-        f"if [ ! -e {gate}.used ]; then touch {gate}.used {gate}.in; while [ ! -e {gate} ]; do :; done; fi;"
-        ' cp "$ROOT_FOLDER/input.txt" "$ROOT_FOLDER/output.txt"'
-    )
-    process = watch(bucket, tmp_path / "log", handler, MATCH_KEY=r"input\.txt$")
+    process = watch(bucket, tmp_path / "log", held_copy(gate, f"[ ! -e {gate}.used ]"), MATCH_KEY=r"input\.txt$")
     try:
         (bucket / "d" / "input.txt").write_text("version 1")
         wait_until(Path(f"{gate}.in").exists, 20, "the first round to be running")
