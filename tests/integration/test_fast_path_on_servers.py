@@ -161,7 +161,7 @@ def test_a_body_cut_short_is_fetched_again_by_botocore_file_and_hash_anew(faulty
     assert (tmp_path / "k").read_bytes() == data
 
 
-@pytest.mark.parametrize("status", [500, 503, 400, 404])
+@pytest.mark.parametrize("status", [301, 307, 400, 404, 500, 503])
 def test_any_answer_but_200_hands_the_object_to_botocore(status, faulty, s3, bucket, tmp_path):
     put(s3, bucket, "st/k", b"data")
     store = bridge.S3Store(bridge.aws_session(None), 4)
