@@ -604,30 +604,30 @@ def _handler_command(environ: Mapping[str, str], argv: Sequence[str]) -> tuple[s
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting, read once at start-up so bad values stop the program early."""
+    """Every setting, read once at start-up by from_env (which holds the defaults): bad values stop it early."""
 
     handler: tuple[str, ...]
-    match_key: re.Pattern | None = None
-    pull_parent_dirs: int = 0
-    pull_match_keys: tuple[re.Pattern, ...] = ()
-    execution_filter: Any = None
-    target_bucket: str | None = None
-    root_folder_var: str = "ROOT_FOLDER"
-    bucket_var: str = "BUCKET"
-    key_prefix_var: str = "KEY_PREFIX"
-    handler_timeout: float | None = None
-    transfer_concurrency: int = 16
-    bucket: str | None = None
-    key_prefix: str = ""
-    sqs_queue_url: str | None = None
-    sqs_visibility_timeout: int = 120
-    sqs_max_messages: int = 10
-    sqs_wait_seconds: int = 20
-    log_level: int = logging.INFO
-    log_json: bool = False
-    metrics_namespace: str | None = None
-    fast_path: bool = True
-    function_name: str = "s3-event-bridge"
+    match_key: re.Pattern | None
+    pull_parent_dirs: int
+    pull_match_keys: tuple[re.Pattern, ...]
+    execution_filter: Any
+    target_bucket: str | None
+    root_folder_var: str
+    bucket_var: str
+    key_prefix_var: str
+    handler_timeout: float | None
+    transfer_concurrency: int
+    bucket: str | None
+    key_prefix: str
+    sqs_queue_url: str | None
+    sqs_visibility_timeout: int
+    sqs_max_messages: int
+    sqs_wait_seconds: int
+    log_level: int
+    log_json: bool
+    metrics_namespace: str | None
+    fast_path: bool
+    function_name: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], argv: Sequence[str] = (), handler_needed: bool = True) -> Config:
@@ -1224,6 +1224,7 @@ class FastPath:
     def __init__(self, session: Any, client: Any, concurrency: int, enabled: bool) -> None:
         import urllib.request  # with botocore (see aws_session), which imports it anyway
 
+        import botocore.handlers
         import botocore.httpsession
 
         config = client.meta.config
@@ -1243,6 +1244,7 @@ class FastPath:
         self.local = threading.local()
         self.lock = threading.Lock()
         self.auth_failures = 0
+        self.add_recursion_header = botocore.handlers.add_recursion_detection_header  # Lambda's loop detection
 
     def get(self, bucket: str, key: str, path: str) -> str | None:
         """Download into path; the file's sha256, or None when botocore must do it."""
@@ -1279,15 +1281,13 @@ class FastPath:
         target = self._target(bucket, operation)
         if target is None:
             return None
-        import botocore.handlers  # see aws_session
-
         path = f"{target.base_path}/{key_path(key)}"
         payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         when = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         frozen = self.credentials.get_frozen_credentials()
         headers = sign(method, target.host_header, path, payload, frozen, target.region, when, kind)
         headers["User-Agent"] = self.user_agent
-        botocore.handlers.add_recursion_detection_header({"headers": headers})  # Lambda's loop detection
+        self.add_recursion_header({"headers": headers})
         connection = self._connection(target)
         try:
             connection.request(method, path, body or None, headers)
@@ -1602,9 +1602,7 @@ def regular_files(root: str) -> dict[str, tuple[str, int]]:
 
     Links and special files are never followed or read: a handler may leave
     them behind, but only regular files inside the folder are outputs. The
-    bridge gives itself permission to read what the handler left (it owns
-    it), and any error reading the folder fails the group: an output that
-    cannot be read must not be silently left out.
+    bridge gives itself permission to read what the handler left (it owns it).
     """
     found = {}
     for _, _, relative, info in walk_tree(root, own=True):
@@ -1757,8 +1755,8 @@ class Supervisor:
     ends. As PID 1 of a container, this also reaps orphaned zombies.
     """
 
-    def __init__(self, grace: float = 0.0, reap: bool = False) -> None:
-        self.grace = grace
+    def __init__(self, reap: bool = False) -> None:
+        self.grace = 0.0  # consume gives busy work SHUTDOWN_GRACE_SECONDS; the other modes none
         self.reap = reap and (become_subreaper() or os.getpid() == 1)
         self.signum = 0
         self.busy = False
@@ -1940,10 +1938,14 @@ def make_work_folder(parent: str | None = None) -> WorkFolder:
             path = tempfile.mkdtemp(prefix=WORK_PREFIX, dir=parent)
             with contextlib.suppress(FileNotFoundError):
                 fd = os.open(path, _DIRECTORY)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                if _still_at(path, fd):
-                    os.mkdir(os.path.join(path, "root"), 0o700)
-                    return WorkFolder(path, fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    if _still_at(path, fd):
+                        os.mkdir(os.path.join(path, "root"), 0o700)
+                        return WorkFolder(path, fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
                 os.close(fd)
     except OSError as exc:
         raise GroupError(f"cannot make a work folder in {parent or tempfile.gettempdir()}: {exc}") from None
@@ -2046,9 +2048,9 @@ def metric_fields(report: GroupReport, namespace: str, function: str) -> dict:
     many values would each be a metric of their own. Handler seconds only
     where a handler ran.
     """
-    names = [name for name in METRICS if name != "handler_seconds" or report.exit_status is not None]
-    directive = {"Namespace": namespace, "Dimensions": [["function"]], "Metrics": []}
-    directive["Metrics"] = [{"Name": name, "Unit": METRICS[name]} for name in names]
+    ran = report.exit_status is not None
+    metrics = [{"Name": name, "Unit": unit} for name, unit in METRICS.items() if ran or name != "handler_seconds"]
+    directive = {"Namespace": namespace, "Dimensions": [["function"]], "Metrics": metrics}
     counts = {f"groups_{outcome}": int(report.outcome == outcome) for outcome in ("succeeded", "failed", "skipped")}
     return {
         "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]},
@@ -2341,7 +2343,7 @@ def handle_invocation(bridge: Bridge, payload: Any, deadline: float | None) -> d
     if is_sqs_batch(payload):
         messages = [parse_sqs_record(record) for record in payload["Records"]]
         failed = bridge.process_messages(messages, deadline)
-        if failed and len(failed) == len(messages):
+        if len(failed) == len(messages):
             raise GroupError(f"every message failed: {', '.join(failed)}")
         return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
     failed = bridge.process_messages([Message("", tuple(parse_event(payload)))], deadline)
@@ -2451,23 +2453,22 @@ class _Heartbeat:
                 log.warning("could not extend visibility of entry %s: %s", failure["Id"], failure.get("Message"))
 
 
-def delete_messages(sqs: Any, queue_url: str, handles: Mapping[str, str]) -> list[str]:
-    """Delete acknowledged messages (at most 10, one receive's worth); return the ids SQS kept.
+def delete_messages(sqs: Any, queue_url: str, handles: Mapping[str, str]) -> None:
+    """Delete acknowledged messages (at most 10, one receive's worth).
 
     A message whose delete failed is delivered again later: at least once.
     """
     ids = list(handles)
     if not ids:
-        return []
+        return
     entries = [{"Id": str(n), "ReceiptHandle": handles[message_id]} for n, message_id in enumerate(ids)]
     try:
         failures = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
     except Exception as exc:  # the messages come back after their visibility timeout
         log.error("deleting %d messages failed: %s", len(ids), exc)
-        return ids
+        return
     for failure in failures:
         log.error("message %s was not deleted: %s", ids[int(failure["Id"])], failure.get("Message"))
-    return [ids[int(failure["Id"])] for failure in failures]
 
 
 RECEIVE_BACKOFF_MAX_SECONDS = 60.0
@@ -2883,11 +2884,11 @@ def main_local(args: Any, environ: Any, supervisor: Supervisor) -> int:
         config = dataclasses.replace(Config.from_env(env, args.command), target_bucket=target)
         functions.append((name, Bridge(config, store, env, supervisor)))
     setup_logging(functions[0][1].config)
-    keys = list(store.scan(bucket)) if args.all else args.keys
+    listed = store.scan(bucket)  # regular files reached without a link: the objects there are
+    keys = list(listed) if args.all else args.keys
     unsafe = [key for key in keys if relative_path(key, "") is None]
     if unsafe:
         raise ConfigError(f"not a safe key (it would leave {bucket_dir}): {', '.join(unsafe)}")
-    listed = store.scan(bucket)  # regular files reached without a link: the objects there are
     missing = [key for key in keys if key not in listed]
     if missing:
         raise ConfigError(f"no such key in {bucket_dir}: {', '.join(missing)}")

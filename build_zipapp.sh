@@ -70,8 +70,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--platform", metavar="TAG", help="targeted: only this platform's jq build, as pip names it")
     parser.add_argument("--compile-tree", nargs=2, metavar=("SOURCE", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.python and not re.fullmatch(r"3\.\d+", args.python):
-        parser.error(f"--python: expected a version like 3.12, got {args.python!r}")
+    if args.python and args.python not in JQ_PYTHONS:
+        parser.error(f"--python: the builds serve CPython {', '.join(JQ_PYTHONS)}; got {args.python!r}")
     return args
 
 
@@ -108,8 +108,8 @@ def download(pin: str, hashes: list[str], extra: tuple[str, ...] = ()) -> None:
         os.unlink(req.name)
 
 
-def fetch_wheels(pins: dict) -> list[str]:
-    """Every locked wheel, downloaded only when the wheel cache lacks one."""
+def fetch_wheels(pins: dict, python: str | None, platform: str | None) -> list[str]:
+    """Every locked wheel the build needs (a targeted one: one jq), downloaded only when the cache lacks it."""
     os.makedirs(WHEELS, exist_ok=True)
     wanted = {h for _, hashes in pins.values() for h in hashes}
 
@@ -120,10 +120,10 @@ def fetch_wheels(pins: dict) -> list[str]:
     if not wanted <= set(present().values()):
         jobs = [(pin, hashes, ()) for name, (pin, hashes) in pins.items() if name != "jq"]
         pin, hashes = pins["jq"]
-        for version in JQ_PYTHONS:
+        for version in [python] if python else JQ_PYTHONS:
             abi = "cp" + version.replace(".", "")
-            for platform in JQ_PLATFORMS:
-                extra = ("--python-version", version, "--implementation", "cp", "--abi", abi, "--platform", platform)
+            for target in [platform] if platform else JQ_PLATFORMS:
+                extra = ("--python-version", version, "--implementation", "cp", "--abi", abi, "--platform", target)
                 jobs.append((pin, hashes, extra))
         with ThreadPoolExecutor(4) as pool:
             for future in [pool.submit(download, *job) for job in jobs]:
@@ -291,7 +291,7 @@ def main() -> None:
     if args.compile_tree:
         compile_tree(*args.compile_tree)
         return
-    files = stage(fetch_wheels(requirements()), args.python, args.platform)
+    files = stage(fetch_wheels(requirements(), args.python, args.platform), args.python, args.platform)
     tags = compile_trees(files, args.python)
     sources = not (args.python and tags)
     if not sources:  # the one interpreter it serves has its bytecode: the sources would never be read

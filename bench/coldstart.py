@@ -26,9 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from servers import CREDENTIALS  # noqa: E402
+
 from runtime_api import RuntimeApiServer  # noqa: E402
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 FLOOR = "import botocore.session; botocore.session.get_session().create_client('s3')"
 
 

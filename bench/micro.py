@@ -47,26 +47,26 @@ def cpu_ms_per_request(run, count: int) -> float:
     return (time.process_time() - started) * 1000 / count
 
 
-def measure(bucket: str, rounds: int = 7, requests: int = 300) -> str:
-    """The markdown table; needs AWS_ENDPOINT_URL and credentials in the environment."""
-    os.environ.pop("S3_EVENT_BRIDGE_FAST_PATH", None)
+def measure(endpoint: str, bucket: str, rounds: int = 7, requests: int = 300) -> str:
+    """The markdown table; needs credentials in the environment."""
+    os.environ["AWS_ENDPOINT_URL"] = endpoint  # where botocore's sessions, the bridge's among them, read it
     variants = {
         "plain botocore client, defaults": Plain(),
         "bridge, S3_EVENT_BRIDGE_FAST_PATH=0 (botocore, tuned)": bridge.S3Store(bridge.aws_session(None), 1, False),
         "bridge, fast path (the default)": bridge.S3Store(bridge.aws_session(None), 1, True),
     }
-    work = Path(tempfile.mkdtemp(prefix="bench-micro-"))
-    source = work / "source"
-    source.write_bytes(os.urandom(SIZE))
-    keys = [f"micro/{n:04d} é+.txt" for n in range(requests)]
-    variants["bridge, fast path (the default)"].upload(bucket, [(str(source), key) for key in keys])
-    gets = [({"Key": key, "Size": SIZE}, str(work / "got")) for key in keys]
-    puts = [(str(source), key) for key in keys]
     results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in variants}
-    for _ in range(rounds):
-        for name, store in variants.items():
-            results[name][0].append(cpu_ms_per_request(lambda s=store: s.download(bucket, gets), requests))
-            results[name][1].append(cpu_ms_per_request(lambda s=store: s.upload(bucket, puts), requests))
+    with tempfile.TemporaryDirectory(prefix="bench-micro-") as work:
+        source = Path(work) / "source"
+        source.write_bytes(os.urandom(SIZE))
+        keys = [f"micro/{n:04d} é+.txt" for n in range(requests)]
+        puts = [(str(source), key) for key in keys]
+        variants["bridge, fast path (the default)"].upload(bucket, puts)  # the objects the GETs read
+        gets = [({"Key": key, "Size": SIZE}, f"{work}/got") for key in keys]
+        for _ in range(rounds):
+            for name, store in variants.items():
+                results[name][0].append(cpu_ms_per_request(lambda s=store: s.download(bucket, gets), requests))
+                results[name][1].append(cpu_ms_per_request(lambda s=store: s.upload(bucket, puts), requests))
     lines = ["| variant | CPU ms per GET | CPU ms per PUT |", "|---|---|---|"]
     for name, (get, put) in results.items():
         lines.append(f"| {name} | {statistics.median(get):.3f} | {statistics.median(put):.3f} |")
@@ -75,8 +75,9 @@ def measure(bucket: str, rounds: int = 7, requests: int = 300) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
+    parser.add_argument("--endpoint", required=True, help="S3 endpoint URL")
     parser.add_argument("--bucket", default="bench")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    print(measure(args.bucket, args.rounds, args.requests))
+    print(measure(args.endpoint, args.bucket, args.rounds, args.requests))

