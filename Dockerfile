@@ -1,5 +1,6 @@
-# A Lambda container image for a Python handler (the seed's example).
-# `docker build .` from a fresh clone: the first stage builds the bootstrap.
+# The Lambda container image of examples/aws/template.yaml: each incoming/*.csv
+# becomes a .jsonl. `docker buildx build --platform linux/arm64 --provenance=false .`
+# from a fresh clone (linux/amd64 for x86_64): see README, Deploy.
 
 # The event bridge, built for this image's interpreter and platform only
 # (one jq build, one bytecode tree: ~3 MB). Needs PyPI for the pinned wheels.
@@ -10,7 +11,7 @@ RUN bash build_zipapp.sh --python 3.12 --platform "manylinux_2_28_$(uname -m)" d
 
 FROM python:3.12-slim
 WORKDIR /app
-COPY examples/uppercase/handler.py ./
+COPY examples/aws/handler.py ./
 
 # The event bridge: one file, any image with python3 >= 3.9.
 COPY --from=bootstrap /src/dist/bootstrap /usr/bin/bootstrap

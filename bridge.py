@@ -83,9 +83,16 @@ class EventError(BridgeError):
 
 
 class GroupError(BridgeError):
-    """One execution group failed: its messages must not be acknowledged."""
+    """One execution group failed: its messages must not be acknowledged.
+
+    `outcome` is what its summary line says: failed, timed_out or shut_down.
+    """
 
     error_type = "Bridge.GroupFailed"
+
+    def __init__(self, message: str, outcome: str = "failed") -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class RuntimeApiError(BridgeError):
@@ -312,13 +319,43 @@ def prepare_bundle(bundle: Bundle, cache_root: str) -> int:
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
+_HANDLERS, _ON_S3, _EVENTS = "lambda run consume local", "lambda run consume", "lambda consume local backfill"
 
-_LOG_LEVELS = {
+#: Every variable the bridge reads (endpoints and credentials are botocore's own), for each
+#: mode's --help: name, default, the modes that read it, and what it means.
+SETTINGS = (
+    ("HANDLER_COMMAND", "", _HANDLERS, "the handler, run with /bin/sh -c (a command after the mode wins)"),
+    ("MATCH_KEY", "any key", _EVENTS, "regex (Rust syntax) a decoded key must match to start work"),
+    ("PULL_PARENT_DIRS", "0", _EVENTS, "the group is the key's folder, this many levels up"),
+    ("PULL_MATCH_KEYS", "all", _HANDLERS, "comma-separated regexes: which listed objects are pulled"),
+    ("EXECUTION_FILTER_EXPR", "", _HANDLERS, "jq on the listed objects; a first output of false skips"),
+    ("EXECUTION_FILTER_FILE", "", _HANDLERS, "a file holding that jq expression"),
+    ("TARGET_BUCKET", "the event's", _ON_S3, "where outputs are uploaded"),
+    ("ROOT_FOLDER_VAR", "ROOT_FOLDER", _HANDLERS, "the variable that gives the handler its folder"),
+    ("BUCKET_VAR", "BUCKET", f"{_HANDLERS} backfill", "the variable that gives the handler (and run) the bucket"),
+    ("KEY_PREFIX_VAR", "KEY_PREFIX", f"{_HANDLERS} backfill", "the variable that gives the handler the prefix"),
+    ("HANDLER_TIMEOUT", "none", _HANDLERS, "seconds the handler may run (Lambda: also its deadline)"),
+    ("TRANSFER_CONCURRENCY", "16", _ON_S3, "concurrent S3 transfers within a group, 1-1000"),
+    ("SQS_QUEUE_URL", "", "consume backfill", "the queue to read (consume) or to send to (backfill)"),
+    ("SQS_VISIBILITY_TIMEOUT", "120", "consume", "seconds a received message stays invisible; extended"),
+    ("SQS_MAX_NUMBER_OF_MESSAGES", "10", "consume", "messages per receive, processed as one batch"),
+    ("SQS_WAIT_TIME_SECONDS", "20", "consume", "long-poll wait, 0-20"),
+    ("AWS_LAMBDA_LOG_LEVEL", "INFO", "", "TRACE, DEBUG, INFO, WARN, ERROR or FATAL"),
+    ("AWS_LAMBDA_LOG_FORMAT", "Text", "", "Text or JSON"),
+    ("METRICS_NAMESPACE", "", _HANDLERS, "with JSON logs: each group's summary is a CloudWatch metric record"),
+    ("AWS_LAMBDA_FUNCTION_NAME", "s3-event-bridge", _HANDLERS, "the metrics' function dimension"),
+    ("S3_EVENT_BRIDGE_FAST_PATH", "on", _ON_S3, "off: every S3 request goes through botocore"),
+    ("S3_EVENT_BRIDGE_CACHE", "$TMPDIR/s3eb-cache-UID", "", "zipapp: where its packages are unpacked"),
+    ("AWS_LAMBDA_RUNTIME_API", "", "lambda", "host:port of the Runtime API: Lambda sets it, and it means lambda mode"),
+)
+
+
+#: Lambda's log levels (AWS_LAMBDA_LOG_LEVEL, and the `level` of JSON lines) as Python's; TRACE is DEBUG here.
+LAMBDA_LEVELS = {
     "TRACE": logging.DEBUG,
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
     "WARN": logging.WARNING,
-    "WARNING": logging.WARNING,
     "ERROR": logging.ERROR,
     "FATAL": logging.CRITICAL,
 }
@@ -633,9 +670,9 @@ class Config:
     def from_env(cls, environ: Mapping[str, str], argv: Sequence[str] = (), handler_needed: bool = True) -> Config:
         match_key = _text(environ, "MATCH_KEY")
         pull_match_keys = [p.strip() for p in _text(environ, "PULL_MATCH_KEYS").split(",")]
-        level = _text(environ, "AWS_LAMBDA_LOG_LEVEL").upper() or "INFO"
-        if level not in _LOG_LEVELS:
-            raise ConfigError(f"AWS_LAMBDA_LOG_LEVEL: {level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        level = (_text(environ, "AWS_LAMBDA_LOG_LEVEL").upper() or "INFO").replace("WARNING", "WARN")
+        if level not in LAMBDA_LEVELS:
+            raise ConfigError(f"AWS_LAMBDA_LOG_LEVEL: {level!r} is not one of {', '.join(LAMBDA_LEVELS)}")
         log_format = _text(environ, "AWS_LAMBDA_LOG_FORMAT").upper() or "TEXT"
         bucket_var = _env_name(environ, "BUCKET_VAR", "BUCKET")
         key_prefix_var = _env_name(environ, "KEY_PREFIX_VAR", "KEY_PREFIX")
@@ -660,7 +697,7 @@ class Config:
             sqs_visibility_timeout=_number(environ, "SQS_VISIBILITY_TIMEOUT", 120, high=43200),
             sqs_max_messages=_number(environ, "SQS_MAX_NUMBER_OF_MESSAGES", 10, high=10),
             sqs_wait_seconds=_number(environ, "SQS_WAIT_TIME_SECONDS", 20, low=0, high=20),
-            log_level=_LOG_LEVELS[level],
+            log_level=LAMBDA_LEVELS[level],
             log_json=log_format == "JSON",
             metrics_namespace=namespace,
             fast_path=_switch(environ, "S3_EVENT_BRIDGE_FAST_PATH"),
@@ -678,43 +715,90 @@ def utc_timestamp(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-class _Formatter(logging.Formatter):
-    """One line per record, text or JSON, carrying the invocation's request id.
+#: Lambda's level names: its log filter (ApplicationLogLevel) counts any other name as INFO.
+LEVEL_NAMES = {number: name for name, number in LAMBDA_LEVELS.items()}
+
+
+class LogFormat(logging.Formatter):
+    """One line per record, text or JSON, carrying the invocation's request id and the
+    work under way (`work`: the SQS message ids or Batch Operations task ids of the group).
 
     Extra fields (`extra={"fields": {...}}`) become `key=value` pairs in text and
     keys in JSON, so the per-group summary is searchable in CloudWatch either way.
+    JSON lines are shaped as AWS's own runtime client writes them: Lambda's level
+    names, and an exception's `errorType`, `errorMessage` and `stackTrace`
+    (`extra={"error": exc}` gives the first two for an error that is no crash).
     """
 
     request_id = ""
+    work: dict[str, list[str]] = {}
 
     def __init__(self, as_json: bool) -> None:
         super().__init__()
         self.as_json = as_json
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", {})
+        if hasattr(record, "raw"):  # a handler's own JSON line, with a level Lambda knows
+            return record.raw
+        level = LEVEL_NAMES.get(min(record.levelno // 10 * 10, logging.CRITICAL), "TRACE")
         stamp = utc_timestamp(record.created)
-        message = record.getMessage()
+        fields = {**self.work, **getattr(record, "fields", {})}
+        message, error = record.getMessage(), record.exc_info[1] if record.exc_info else getattr(record, "error", None)
+        if not self.as_json:
+            pairs = "".join(f" {key}={json.dumps(value, default=str)}" for key, value in fields.items())
+            trace = "\n" + self.formatException(record.exc_info) if record.exc_info else ""
+            # Lambda turns "\r" back into line breaks inside one CloudWatch event.
+            return f"[{level}]\t{stamp}\t{self.request_id}\t{message}{trace}{pairs}".replace("\n", "\r")
+        entry = {"timestamp": stamp, "level": level, "message": message, "logger": record.name}
         if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
-        if self.as_json:
-            entry = {"timestamp": stamp, "level": record.levelname, "message": message, "logger": record.name}
-            if self.request_id:
-                entry["requestId"] = self.request_id
-            return json.dumps({**entry, **fields}, default=str)
-        pairs = "".join(f" {key}={json.dumps(value, default=str)}" for key, value in fields.items())
-        # Lambda turns "\r" back into line breaks inside one CloudWatch event.
-        return f"[{record.levelname}]\t{stamp}\t{self.request_id}\t{message}{pairs}".replace("\n", "\r")
+            entry["stackTrace"] = traceback.format_tb(record.exc_info[2])
+        if error is not None:
+            entry.update(errorType=getattr(error, "error_type", type(error).__name__), errorMessage=str(error))
+        if self.request_id:
+            entry["requestId"] = self.request_id
+        return json.dumps({**entry, **fields}, default=str)
 
 
-def setup_logging(config: Config) -> _Formatter:
+def setup_logging(config: Config) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    formatter = _Formatter(config.log_json)
-    handler.setFormatter(formatter)
+    handler.setFormatter(LogFormat(config.log_json))
     log.handlers[:] = [handler]
     log.setLevel(config.log_level)
     log.propagate = False
-    return formatter
+
+
+#: What a handler writes, as records of their own in JSON mode (see relay_lines).
+handler_log = log.getChild("handler")
+
+
+#: A longer line of a handler's output is relayed in pieces of this many bytes (CloudWatch keeps 256 KB).
+HANDLER_LINE_MAX = 64 * 1024
+
+
+def _relay(stream: Any, name: str) -> None:
+    """Each line the handler writes: its own JSON record with a level Lambda knows kept as it is,
+    else a record of its own, stdout at INFO and stderr at ERROR (so that a WARN or ERROR
+    filter keeps a handler's traceback)."""
+    with stream:
+        for chunk in iter(functools.partial(stream.readline, HANDLER_LINE_MAX), b""):
+            line = chunk.rstrip(b"\n").decode(errors="replace")
+            try:
+                own = json.loads(line) if line.startswith("{") else None
+            except ValueError:
+                own = None
+            level = own.get("level") if isinstance(own, dict) else None
+            if isinstance(level, str) and level.upper() in LAMBDA_LEVELS:
+                handler_log.log(LAMBDA_LEVELS[level.upper()], "", extra={"raw": line})
+            else:
+                number = logging.INFO if name == "stdout" else logging.ERROR
+                handler_log.log(number, "%s", line, extra={"fields": {"stream": name}})
+
+
+def relay_lines(stream: Any, name: str) -> threading.Thread:
+    """Relay a handler's pipe on a thread of its own, so that a handler writing a lot is never blocked."""
+    thread = threading.Thread(target=_relay, args=(stream, name), daemon=True)
+    thread.start()
+    return thread
 
 
 ###############################################################################
@@ -1762,6 +1846,7 @@ class Supervisor:
         self.busy = False
         self.handler_group: int | None = None
         self.handler_ended = False
+        self.relays: list[threading.Thread] = []
         self.lock = threading.Lock()
         self.wake = self.waker = -1
 
@@ -1796,34 +1881,45 @@ class Supervisor:
             with self.lock:
                 self.busy = False
 
-    def run_handler(self, command: Sequence[str], env: Mapping[str, str], timeout: float | None) -> int:
-        """Return the handler's exit status (negative: the signal that ended it).
-
-        It runs in its own process group. On timeout the group gets SIGTERM,
-        then SIGKILL after KILL_GRACE_SECONDS, and GroupError is raised.
-        Whatever the handler left running is killed when it ends.
-        """
+    def start_handler(self, command: Sequence[str], env: Mapping[str, str], relay: bool) -> subprocess.Popen:
+        """Start the handler in its own process group, unless stopping; with `relay`, its
+        output lines are logged as records of their own (JSON logs) instead of passed through."""
+        pipe = subprocess.PIPE if relay else None
         with self.lock:
             if self.signum:
-                raise GroupError("shutting down: the handler was not started")
+                raise GroupError("shutting down: the handler was not started", "shut_down")
             try:
-                process = subprocess.Popen(list(command), env=dict(env), start_new_session=True)
+                process = subprocess.Popen(
+                    list(command), env=dict(env), start_new_session=True, stdout=pipe, stderr=pipe
+                )
             except (OSError, ValueError) as exc:
                 raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
             self.handler_group, self.handler_ended = process.pid, False
+        self.relays = [relay_lines(process.stdout, "stdout"), relay_lines(process.stderr, "stderr")] if relay else []
+        return process
+
+    def wait_handler(self, process: subprocess.Popen, timeout: float | None) -> int:
+        """The handler's exit status (negative: the signal that ended it).
+
+        On timeout its group gets SIGTERM, then SIGKILL after
+        KILL_GRACE_SECONDS, and GroupError is raised. Whatever the handler
+        left running is killed when it ends.
+        """
         try:
             status = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _end_group(process)
-            raise GroupError(f"handler timed out after {timeout:.1f}s") from None
+            raise GroupError(f"handler timed out after {timeout:.1f}s", "timed_out") from None
         finally:
             with self.lock:
                 self.handler_group = None
             _signal_group(process.pid, signal.SIGKILL)
             if self.reap:
                 end_strays()
+            for relay in self.relays:  # its last lines; a stray that escaped holding the pipe is not waited for
+                relay.join(KILL_GRACE_SECONDS)
         if self.handler_ended:
-            raise GroupError(f"handler ended by shutdown (its exit status {status} does not count)")
+            raise GroupError(f"handler ended by shutdown (its exit status {status} does not count)", "shut_down")
         return status
 
     def supervise(self, work: Callable[[], int], stopped: int, cut: int = 1) -> int:
@@ -2016,7 +2112,7 @@ class GroupReport:
     pulled_files: int = 0
     pulled_bytes: int = 0
     exit_status: int | None = None
-    handler_seconds: float = 0.0
+    handler_seconds: float | None = None  # None: no handler started
     uploaded_files: int = 0
     uploaded_bytes: int = 0
     outcome: str = "failed"
@@ -2027,10 +2123,15 @@ class GroupReport:
         return self.outcome in ("succeeded", "skipped")
 
 
+#: A group's outcomes; every one but these two fails its messages.
+OUTCOMES = ("succeeded", "skipped", "failed", "timed_out", "shut_down")
+
+
 #: The summary line's numbers that become CloudWatch metrics, with their units.
 METRICS = {
     "groups_succeeded": "Count",
-    "groups_failed": "Count",
+    "groups_failed": "Count",  # every failure, timeouts and shutdowns included
+    "groups_timed_out": "Count",
     "groups_skipped": "Count",
     "handler_seconds": "Seconds",
     "pulled_files": "Count",
@@ -2045,13 +2146,18 @@ def metric_fields(report: GroupReport, namespace: str, function: str) -> dict:
 
     The metrics are the line's own numbers, with one dimension, `function`
     (the Lambda function's name): never the bucket or the prefix, whose
-    many values would each be a metric of their own. Handler seconds only
-    where a handler ran.
+    many values would each be a metric of their own. Handler seconds
+    wherever a handler started, also one ended by a timeout or a shutdown.
     """
-    ran = report.exit_status is not None
+    ran = report.handler_seconds is not None
     metrics = [{"Name": name, "Unit": unit} for name, unit in METRICS.items() if ran or name != "handler_seconds"]
     directive = {"Namespace": namespace, "Dimensions": [["function"]], "Metrics": metrics}
-    counts = {f"groups_{outcome}": int(report.outcome == outcome) for outcome in ("succeeded", "failed", "skipped")}
+    counts = {
+        "groups_succeeded": int(report.outcome == "succeeded"),
+        "groups_failed": int(not report.ok),
+        "groups_timed_out": int(report.outcome == "timed_out"),
+        "groups_skipped": int(report.outcome == "skipped"),
+    }
     return {
         "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]},
         "function": function,
@@ -2082,7 +2188,7 @@ class Bridge:
             finally:
                 work.remove()
         except BridgeError as exc:
-            report.outcome, report.error = "failed", str(exc)
+            report.outcome, report.error = getattr(exc, "outcome", "failed"), str(exc)
         except Exception as exc:  # a fault in one group must not take the others with it
             log.exception("unexpected error in group %s", group)
             report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -2105,9 +2211,13 @@ class Bridge:
             config.bucket_var: group.bucket,
             config.key_prefix_var: group.prefix,
         }
+        limit = handler_time_limit(config.handler_timeout, deadline)
+        process = self.supervisor.start_handler(config.handler, env, relay=config.log_json)
         started = time.monotonic()
-        status = self.supervisor.run_handler(config.handler, env, handler_time_limit(config.handler_timeout, deadline))
-        report.exit_status, report.handler_seconds = status, round(time.monotonic() - started, 3)
+        try:
+            status = report.exit_status = self.supervisor.wait_handler(process, limit)
+        finally:
+            report.handler_seconds = round(time.monotonic() - started, 3)
         if status != 0:
             how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
             raise GroupError(f"handler {how}")
@@ -2161,31 +2271,42 @@ class Bridge:
         fields = {"bucket": report.group.bucket, "prefix": report.group.prefix, **numbers}
         if self.config.metrics_namespace:
             fields.update(metric_fields(report, self.config.metrics_namespace, self.config.function_name))
-        level = logging.INFO if report.ok else logging.ERROR
+        failure = {} if report.ok else {"error": GroupError(report.error, report.outcome)}
         reason = f": {report.error}" if report.error else ""
-        log.log(level, "group %s %s%s", report.group, report.outcome, reason, extra={"fields": fields})
+        level = logging.INFO if report.ok else logging.ERROR
+        log.log(level, "group %s %s%s", report.group, report.outcome, reason, extra={"fields": fields, **failure})
 
     def process_messages(self, messages: Sequence[Message], deadline: float | None = None) -> list[str]:
         """Process every group the messages name; return the ids not to acknowledge."""
         failed = []
         for message in messages:
             if message.error is not None:
-                log.error("message %s cannot be read: %s", message.id or "(direct)", message.error)
+                error = EventError(message.error)
+                log.error("message %s cannot be read: %s", message.id or "(direct)", error, extra={"error": error})
                 failed.append(message.id)
         for group, report in self.run_groups(messages, deadline).items():
             if not report.ok:
                 failed.extend(i for i in group.sources if i not in failed)
         return failed
 
-    def run_groups(self, messages: Sequence[Message], deadline: float | None = None) -> dict[Group, GroupReport]:
-        """Each group the messages name, in order, with its report; once stopping, none starts."""
+    def run_groups(
+        self, messages: Sequence[Message], deadline: float | None = None, ids: str = "message_ids"
+    ) -> dict[Group, GroupReport]:
+        """Each group the messages name, in order, with its report; once stopping, none starts.
+
+        Every line logged while a group runs carries its messages' ids under `ids`.
+        """
         reports = {}
         for group in group_messages(messages, self.config):
-            if self.supervisor.stopping:
-                log.warning("group %s not started: shutting down", group)
-                reports[group] = GroupReport(group, error="not started: shutting down")
-            else:
-                reports[group] = self.process(group, deadline)
+            LogFormat.work = {ids: list(group.sources)} if any(group.sources) else {}
+            try:
+                if self.supervisor.stopping:
+                    log.warning("group %s not started: shutting down", group)
+                    reports[group] = GroupReport(group, outcome="shut_down", error="not started: shutting down")
+                else:
+                    reports[group] = self.process(group, deadline)
+            finally:
+                LogFormat.work = {}
         return reports
 
 
@@ -2331,7 +2452,8 @@ def handle_batch_operations(bridge: Bridge, payload: dict, deadline: float | Non
         raise EventError(f"malformed Batch Operations invocation: missing or wrong {exc}") from None
     refused = {message.id: _refusal(message, bridge.config) for message in messages}
     runnable = [message for message in messages if refused[message.id] is None]
-    reports = {i: report for group, report in bridge.run_groups(runnable, deadline).items() for i in group.sources}
+    ran = bridge.run_groups(runnable, deadline, ids="task_ids")
+    reports = {i: report for group, report in ran.items() for i in group.sources}
     results = [_task_result(m.id, refused[m.id], reports.get(m.id)) for m in messages]
     return {**answer, "treatMissingKeysAs": "TemporaryFailure", "results": results}
 
@@ -2361,7 +2483,7 @@ def _outcome(bridge: Bridge, body: bytes, deadline: float | None) -> tuple[Any, 
     try:
         return handle_invocation(bridge, payload, deadline), None
     except BridgeError as exc:
-        log.error("invocation failed: %s", exc)
+        log.error("invocation failed: %s", exc, extra={"error": exc})
         return None, exc
     except Exception as exc:  # a bug must fail this invocation, not the runtime
         log.exception("invocation failed")
@@ -2378,7 +2500,7 @@ def _answer(api: RuntimeApi, request_id: str, result: Any, error: BaseException 
         log.error("could not report invocation %s: %s", request_id, exc)
 
 
-def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ: Any) -> int:
+def serve_lambda(bridge: Bridge, api: RuntimeApi, environ: Any) -> int:
     """Poll for invocations until a signal; a failed GET of the next one ends
     the loop (exit 1) so Lambda starts a new environment. A failed POST is
     logged: Lambda times that invocation out, and its messages come back."""
@@ -2389,7 +2511,7 @@ def serve_lambda(bridge: Bridge, api: RuntimeApi, formatter: _Formatter, environ
         except RuntimeApiError as exc:
             log.error("stopping: %s", exc)
             return 1
-        formatter.request_id = request_id
+        LogFormat.request_id = request_id
         trace_id = headers.get("Lambda-Runtime-Trace-Id")
         if trace_id:
             environ["_X_AMZN_TRACE_ID"] = trace_id
@@ -2635,7 +2757,7 @@ class Tally:
     def add(self, report: GroupReport) -> None:
         self.succeeded += report.outcome == "succeeded"
         self.skipped += report.outcome == "skipped"
-        self.failed += report.outcome == "failed"
+        self.failed += not report.ok
         self.files_written += report.uploaded_files
 
 
@@ -2679,7 +2801,7 @@ class LocalMode:
             self.store.written.clear()
             messages = [Message(key, (ObjectRef(self.bucket, key),)) for key in keys]
             for name, bridge in self.functions:
-                for report in bridge.run_groups(messages).values():
+                for report in bridge.run_groups(messages, ids="event_keys").values():
                     self.tallies.setdefault(name, Tally()).add(report)
             keys = list(dict.fromkeys(ref.key for ref in self.store.written if ref.bucket == self.bucket))
             written.update(keys)
@@ -2753,6 +2875,17 @@ MODE_HELP = {
 }
 
 
+def _variables_read(mode: str) -> str:
+    """The epilog of a mode's --help: the variables it reads, with their defaults."""
+    rows = [
+        (f"{name}={default}" if default else name, text)
+        for name, default, modes, text in SETTINGS
+        if mode in modes.split() or not modes
+    ]
+    width = max(len(left) for left, _ in rows)
+    return "environment (name=default):\n" + "\n".join(f"  {left.ljust(width)}  {text}" for left, text in rows)
+
+
 def _argument_parser(build: str) -> Any:
     import argparse  # only off the Lambda path: see parse_arguments
 
@@ -2760,7 +2893,16 @@ def _argument_parser(build: str) -> Any:
     parser.add_argument("--prepare", metavar="DIR", help="zipapp only: unpack into DIR at image build time")
     parser.add_argument("--version", action="version", version=f"s3-event-bridge {__version__} ({build})")
     modes = parser.add_subparsers(dest="mode", title="modes", metavar="MODE")
-    commands = {mode: modes.add_parser(mode, help=text, description=text) for mode, text in MODE_HELP.items()}
+    commands = {
+        mode: modes.add_parser(
+            mode,
+            help=text,
+            description=text,
+            epilog=_variables_read(mode),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        for mode, text in MODE_HELP.items()
+    }
     for mode in ("run", "backfill"):
         commands[mode].add_argument("--bucket", help="default: the variable named by BUCKET_VAR")
         commands[mode].add_argument("--prefix", help="default: the variable named by KEY_PREFIX_VAR")
@@ -2821,14 +2963,14 @@ def main_lambda(args: Any, environ: Any, bundle: Bundle | None, supervisor: Supe
     try:
         files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
         config = Config.from_env(environ, args.command)
-        formatter = setup_logging(config)
+        setup_logging(config)
         remove_stale_work_folders()
         bridge = s3_bridge(config, environ, aws_session(files), supervisor)
     except Exception as exc:  # any start-up failure is an init error for Lambda
         with contextlib.suppress(RuntimeApiError):
             api.init_error(exc)
         return _startup_failed(exc)
-    return supervisor.supervise(functools.partial(serve_lambda, bridge, api, formatter, environ), stopped=1)
+    return supervisor.supervise(functools.partial(serve_lambda, bridge, api, environ), stopped=1)
 
 
 def _bucket_and_prefix(args: Any, config: Config) -> tuple[str, str]:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build dist/bootstrap: bridge.py and its pinned dependencies in one executable zipapp.
 #
-#   bash build_zipapp.sh [OUTPUT]                              universal: any CPython 3.9+, any platform
-#   bash build_zipapp.sh --python 3.12 --platform manylinux_2_28_x86_64 [OUTPUT]    targeted: one of each
+#   bash build_zipapp.sh [OUTPUT]              universal: any CPython 3.9+, any platform (dist/bootstrap)
+#   bash build_zipapp.sh --python 3.12 --platform manylinux_2_28_x86_64 [OUTPUT]
+#                                              targeted: one of each (dist/bootstrap-py3.12-manylinux_2_28_x86_64)
 #
 # Needs a CPython 3.9+ with pip ($PYTHON, default python3), and PyPI the first
 # time: wheels are kept in ~/.cache/s3-event-bridge/wheels (or $BRIDGE_WHEELS)
@@ -65,13 +66,16 @@ if __name__ == "__main__":
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="build_zipapp.sh", description="Build the s3-event-bridge zipapp.")
-    parser.add_argument("output", nargs="?", default=os.path.join(HERE, "dist", "bootstrap"))
+    parser.add_argument("output", nargs="?", help="default: dist/bootstrap, or dist/bootstrap-TARGET when targeted")
     parser.add_argument("--python", metavar="X.Y", help="targeted: only this CPython (bytecode and jq build)")
     parser.add_argument("--platform", metavar="TAG", help="targeted: only this platform's jq build, as pip names it")
     parser.add_argument("--compile-tree", nargs=2, metavar=("SOURCE", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.python and args.python not in JQ_PYTHONS:
         parser.error(f"--python: the builds serve CPython {', '.join(JQ_PYTHONS)}; got {args.python!r}")
+    if args.output is None:  # a targeted build never lands on the universal file unless asked to
+        target = "-".join(part for part in (args.python and f"py{args.python}", args.platform) if part)
+        args.output = os.path.join(HERE, "dist", f"bootstrap-{target}" if target else "bootstrap")
     return args
 
 

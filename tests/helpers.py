@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -132,3 +135,32 @@ def one(bucket: str, key: str) -> list:
     import bridge  # tests/conftest.py has put the repository on sys.path
 
     return [bridge.Message("m", (bridge.ObjectRef(bucket, key),))]
+
+
+def pyenv_root() -> Path:
+    try:
+        return Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return Path.home() / ".pyenv"
+
+
+def interpreter(minor: int) -> str | None:
+    """This machine's newest CPython 3.minor, if it has one."""
+    found = sorted((pyenv_root() / "versions").glob(f"3.{minor}.*/bin/python3"))
+    found = [str(p) for p in found if re.fullmatch(rf"3\.{minor}\.\d+", p.parent.parent.name)]
+    return found[-1] if found else shutil.which(f"python3.{minor}")
+
+
+#: Lambda's application log levels, least to most severe.
+LAMBDA_ORDER = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+
+
+def lambda_keeps(line: str, application_log_level: str) -> bool:
+    """Lambda's documented filter for JSON-format functions: a line's `level` decides; a line that is not
+    JSON, or whose level is missing or not one of Lambda's names, counts as INFO."""
+    try:
+        level = json.loads(line).get("level")
+    except (ValueError, AttributeError):
+        level = None
+    level = level.upper() if isinstance(level, str) and level.upper() in LAMBDA_ORDER else "INFO"
+    return LAMBDA_ORDER.index(level) >= LAMBDA_ORDER.index(application_log_level)

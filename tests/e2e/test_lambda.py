@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import bridge
+import helpers
 from helpers import (
     AWS_ENV,
     UPPERCASE,
@@ -199,3 +200,45 @@ def test_batch_operations_payloads_through_the_emulator_run_each_folder_once(
     folders = {bridge.key_prefix(task["ref"][1], 0) for task in case["tasks"]}
     assert sorted(ledger.read_text().splitlines()) == sorted(folders), "each folder once, however many tasks"
     assert {f"{folder}done" for folder in folders} <= set(keys(s3, bucket))
+
+
+def test_at_a_warn_filter_the_bridges_warnings_and_the_handlers_stderr_survive(runtime_api, start_function, s3, bucket):
+    """Lambda's ApplicationLogLevel=WARN, applied to every line as Lambda documents it, keeps what matters."""
+    put(s3, bucket, "w/input.txt")
+    put(s3, bucket, "w/a//b.txt")  # no safe path: the bridge warns and does not pull it
+    handler = ["/bin/sh", "-c", "echo working; echo 'Traceback: boom' >&2; echo 'ValueError: bad row' >&2; exit 1"]
+    function = start_function(runtime_api.address, handler, AWS_LAMBDA_LOG_FORMAT="JSON", AWS_LAMBDA_LOG_LEVEL="INFO")
+    message = {"messageId": "m-1", "body": json.dumps(s3_event(bucket, "w/input.txt")), "eventSource": "aws:sqs"}
+    result = runtime_api.invoke("r1", {"Records": [message]})
+    assert result[1] == "error", function.output()
+    lines = wait_until(
+        lambda: (
+            [line for line in function.output().splitlines() if "outcome" in line] and function.output().splitlines()
+        ),
+        10,
+        "the summary",
+    )
+    kept = [json.loads(line) for line in lines if helpers.lambda_keeps(line, "WARN")]
+    assert all(line.startswith("{") for line in lines), "every line is JSON: Lambda reads its level"
+    messages = [entry["message"] for entry in kept]
+    assert any("not pulling" in m and "a//b.txt" in m for m in messages), "the bridge's warning"
+    assert "Traceback: boom" in messages and "ValueError: bad row" in messages, "the handler's stderr"
+    assert "working" not in messages, "stdout is INFO: Lambda drops it at WARN"
+    (summary,) = [entry for entry in kept if "outcome" in entry]
+    assert (summary["errorType"], summary["errorMessage"]) == ("Bridge.GroupFailed", "handler exited with status 1")
+    assert all(entry.get("message_ids") == ["m-1"] for entry in kept if "invocation" not in entry["message"])
+
+
+def test_a_handler_cut_by_its_deadline_has_its_seconds_and_outcome_in_the_summary_and_metrics(
+    runtime_api, start_function, s3, bucket
+):
+    put(s3, bucket, "late/input.txt")
+    settings = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "METRICS_NAMESPACE": "Tests", "HANDLER_TIMEOUT": "1"}
+    function = start_function(runtime_api.address, ["sleep", "60"], **settings)
+    result = runtime_api.invoke("r1", s3_event(bucket, "late/input.txt"))
+    assert result[1] == "error"
+    (summary,) = wait_until(lambda: _summaries(function.output()), 10, "the summary")
+    assert summary["outcome"] == "timed_out" and summary["handler_seconds"] >= 1
+    assert (summary["groups_failed"], summary["groups_timed_out"], summary["groups_succeeded"]) == (1, 1, 0)
+    names = [metric["Name"] for metric in summary["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert "handler_seconds" in names and "groups_timed_out" in names

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -15,24 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, UPPERCASE, keys, put, read, s3_event
+from helpers import ROOT, UPPERCASE, interpreter, put, read, s3_event
 from runtime_api import RuntimeApiServer
 
 ZIPAPP = ROOT / "dist" / "bootstrap"
-
-
-def pyenv_root() -> Path:
-    try:
-        return Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return Path.home() / ".pyenv"
-
-
-def interpreter(minor: int) -> str | None:
-    """This machine's newest CPython 3.minor, if it has one."""
-    found = sorted((pyenv_root() / "versions").glob(f"3.{minor}.*/bin/python3"))
-    found = [str(p) for p in found if re.fullmatch(rf"3\.{minor}\.\d+", p.parent.parent.name)]
-    return found[-1] if found else shutil.which(f"python3.{minor}")
 
 
 def build_id() -> str:
@@ -201,6 +185,25 @@ def test_a_corrupted_cache_is_ignored_and_rebuilt(copy, aws_env, s3, bucket, tmp
     assert not (cache / build_id() / ".files.unpacking-killed").exists()
 
 
+def test_a_targeted_build_fetches_one_jq_wheel_and_never_lands_on_the_universal_file(tmp_path):
+    """The only index it can reach is the full wheel cache, so what it copies into its own empty cache is
+    exactly what it fetched."""
+    for name in ("bridge.py", "build_zipapp.sh", "requirements.lock"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    full = Path(os.environ.get("BRIDGE_WHEELS") or Path.home() / ".cache" / "s3-event-bridge" / "wheels")
+    own = tmp_path / "wheels"
+    own.mkdir()
+    for wheel in full.glob("*.whl"):
+        if not wheel.name.startswith("jq-"):
+            shutil.copy2(wheel, own / wheel.name)
+    env = {**os.environ, "BRIDGE_WHEELS": str(own), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(full)}
+    target = ["--python", "3.12", "--platform", "manylinux_2_28_x86_64"]
+    subprocess.run(["bash", "build_zipapp.sh", *target], cwd=tmp_path, env=env, check=True, capture_output=True)
+    (fetched,) = [w.name for w in own.glob("jq-*")]
+    assert fetched.startswith("jq-1.13.0-cp312-cp312-manylinux_2_26_x86_64"), fetched
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["bootstrap-py3.12-manylinux_2_28_x86_64"]
+
+
 def test_two_builds_from_the_same_inputs_are_byte_identical_and_say_what_went_in(tmp_path):
     second = tmp_path / "bootstrap"
     built = subprocess.run(
@@ -209,106 +212,6 @@ def test_two_builds_from_the_same_inputs_are_byte_identical_and_say_what_went_in
     assert hashlib.sha256(second.read_bytes()).hexdigest() == hashlib.sha256(ZIPAPP.read_bytes()).hexdigest()
     trees = [f"cp3{minor}" for minor in range(9, 20) if interpreter(minor)]
     assert f"bytecode: {', '.join(trees)}\n" in built.stdout and "jq builds: 24\n" in built.stdout
-
-
-def dockerfile_steps(path: Path):
-    """(instruction, argument) pairs, continuation lines joined."""
-    text = re.sub(r"\\\n", " ", path.read_text())
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            instruction, _, argument = line.strip().partition(" ")
-            yield instruction.upper(), argument.strip()
-
-
-class Image:
-    """A multi-stage Dockerfile's steps, each stage in a folder standing in for its root filesystem."""
-
-    def __init__(self, folder: Path, python: str):
-        self.folder, self.python = folder, python
-        self.stages: dict[str, Path] = {}
-        self.root = self.workdir = folder
-        self.env: dict[str, str] = {}
-        self.entrypoint: list[str] = []
-
-    def inside(self, path: str, root: Path | None = None) -> Path:
-        return (root or self.root) / path.lstrip("/")
-
-    def step(self, instruction: str, argument: str) -> None:
-        actions = {"FROM": self.start, "WORKDIR": self.change_folder, "COPY": self.copy, "RUN": self.run}
-        actions.update(ENV=self.set_variable, ENTRYPOINT=self.set_entrypoint)
-        actions[instruction](argument)
-
-    def start(self, argument: str) -> None:
-        self.root = self.workdir = self.folder / f"stage{len(self.stages)}"
-        self.root.mkdir(parents=True)
-        words = argument.split()
-        self.stages[words[-1] if len(words) == 3 else str(len(self.stages))] = self.root
-        self.env = {"PATH": f"{Path(self.python).parent}:/usr/bin:/bin"}  # python:3.12-slim's python3
-
-    def change_folder(self, argument: str) -> None:
-        self.workdir = self.inside(argument)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-
-    def copy(self, argument: str) -> None:
-        *sources, target = argument.split()
-        origin = ROOT
-        if sources[0].startswith("--from="):
-            origin = self.stages[sources.pop(0).split("=", 1)[1]]
-        for source in sources:
-            destination = self.inside(target) if target.startswith("/") else self.workdir / target
-            if target.endswith("/"):
-                destination = destination / Path(source).name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.inside(source, origin) if origin is not ROOT else ROOT / source, destination)
-
-    def run(self, argument: str) -> None:
-        program, *args = shlex.split(argument)
-        if program == "bootstrap":  # the bridge's own step: its absolute paths are inside the image
-            command = [self.python, str(self.inside("/usr/bin/bootstrap"))]
-            command += [str(self.inside(a)) if a.startswith("/") else a for a in args]
-        else:
-            command = ["bash", "-c", argument]
-        subprocess.run(command, cwd=self.workdir, env=self.env, check=True, capture_output=True, timeout=300)
-
-    def set_variable(self, argument: str) -> None:
-        name, _, value = argument.partition("=")
-        value = shlex.split(value)[0]
-        self.env[name] = str(self.inside(value)) if value.startswith("/") else value
-
-    def set_entrypoint(self, argument: str) -> None:
-        self.entrypoint = json.loads(argument)
-
-
-def test_the_dockerfile_steps_reproduced_without_docker_give_a_working_function(aws_env, s3, bucket, tmp_path):
-    """Every step of the multi-stage Dockerfile runs, each stage in a folder standing in for its root."""
-    python = interpreter(12)
-    if python is None:
-        pytest.skip("CPython 3.12 (the image's python) is not installed on this machine")
-    image = Image(tmp_path / "image", python)
-    for instruction, argument in dockerfile_steps(ROOT / "Dockerfile"):
-        image.step(instruction, argument)
-    bootstrap = image.inside(image.entrypoint[0])
-    assert image.entrypoint[0] == "/usr/bin/bootstrap" and bootstrap.stat().st_size < 4_000_000
-    with zipfile.ZipFile(bootstrap) as z:
-        trees = {n.split("/")[1] for n in z.namelist() if n.startswith(("pyc/", "jq/"))}
-    assert trees == {"cp312", f"cp312-manylinux_2_26-{os.uname().machine}"}
-    cache = Path(image.env["S3_EVENT_BRIDGE_CACHE"])
-    prepared = sorted(str(p) for p in cache.rglob("*"))
-    put(s3, bucket, "d/input.txt", "from the image")
-    api = RuntimeApiServer()
-    command = [python, "-I", "-S", str(bootstrap), *image.entrypoint[1:]]
-    with open(tmp_path / "log", "wb") as log:
-        env = {**image.env, **lambda_env(aws_env, api), "PATH": image.env["PATH"]}
-        process = subprocess.Popen(command, cwd=image.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            result = api.invoke("r1", s3_event(bucket, "d/input.txt"), timeout=60)
-        finally:
-            stop(process)
-            api.close()
-    assert result[1] == "response", (tmp_path / "log").read_text()
-    assert read(s3, bucket, "d/output.txt") == b"FROM THE IMAGE"
-    assert sorted(str(p) for p in cache.rglob("*")) == prepared, "a prepared cold start unpacks and compiles nothing"
-    assert "d/output.txt" in keys(s3, bucket)
 
 
 def another_build(archive: Path, target: Path) -> Path:

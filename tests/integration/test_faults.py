@@ -86,11 +86,14 @@ def test_s3_down_fails_the_group_without_losing_anything(proxy, make_bridge, s3,
 HANDLER_FAULTS = {
     "python crash": (
         [sys.executable, "-c", "open(__import__('os').environ['ROOT_FOLDER'] + '/out', 'w'); 1 / 0"],
-        "status 1",
+        "failed: handler exited with status 1",
     ),
-    "non-zero exit": (["/bin/sh", "-c", 'touch "$ROOT_FOLDER/out"; exit 3'], "status 3"),
-    "killed by a signal": (["/bin/sh", "-c", 'touch "$ROOT_FOLDER/out"; kill -KILL $$'], "signal 9"),
-    "past its timeout": (["/bin/sh", "-c", 'touch "$ROOT_FOLDER/out"; exec sleep 60'], "timed out"),
+    "non-zero exit": (["/bin/sh", "-c", 'touch "$ROOT_FOLDER/out"; exit 3'], "failed: handler exited with status 3"),
+    "killed by a signal": (
+        ["/bin/sh", "-c", 'touch "$ROOT_FOLDER/out"; kill -KILL $$'],
+        "failed: handler was killed by signal 9",
+    ),
+    "past its timeout": (["/bin/sh", "-c", 'touch "$ROOT_FOLDER/out"; exec sleep 60'], "timed_out: handler timed out"),
 }
 
 
@@ -104,7 +107,7 @@ def test_a_faulty_handler_fails_its_group_logs_why_uploads_nothing_and_the_next_
     assert faulty.process_messages(one(bucket, "h/input.txt")) == ["m"]
     assert keys(s3, bucket) == ["h/input.txt"]
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("group s3://")]
-    assert f"s3://{bucket}/h/ failed" in line and reason in line
+    assert line.startswith(f"group s3://{bucket}/h/ {reason}")
     good = make_bridge(["/bin/sh", "-c", 'touch "$ROOT_FOLDER/out"'])
     assert good.process_messages(one(bucket, "h/input.txt")) == []
     assert "h/out" in keys(s3, bucket)

@@ -164,3 +164,36 @@ def test_a_jq_runtime_error_fails_the_group():
     program = bridge.compile_filter('error("boom")', "EXECUTION_FILTER_EXPR")
     with pytest.raises(bridge.GroupError, match="boom"):
         bridge.filter_verdict(program, [])
+
+
+class Recording(dict):
+    """An environment that remembers every name asked of it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked = set()
+
+    def get(self, name, default=None):
+        self.asked.add(name)
+        return super().get(name, default)
+
+
+def test_every_variable_configuration_reads_is_in_the_help_table_and_the_readme():
+    environ = Recording(HANDLER_COMMAND="x")
+    bridge.Config.from_env(environ)
+    documented = {name for name, *_ in bridge.SETTINGS}
+    assert environ.asked - {"BUCKET", "KEY_PREFIX"} <= documented, "read but not in SETTINGS"
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert {name for name in documented if f"| `{name}` |" not in readme} == set(), "not in the README's table"
+
+
+@pytest.mark.parametrize("mode", list(bridge.MODE_HELP))
+def test_a_modes_help_lists_the_variables_it_reads_with_their_defaults(mode, capsys):
+    assert bridge.main([mode, "--help"], environ={}) == 0
+    text = capsys.readouterr().out
+    for name, default, modes, _ in bridge.SETTINGS:
+        if mode in modes.split() or not modes:
+            assert re.search(rf"^  {name}{'=' + re.escape(default) if default else ''}\s", text, re.M), name
+        else:
+            assert f"  {name}" not in text, name
+    assert ("SQS_QUEUE_URL" in text) == (mode in ("consume", "backfill"))

@@ -69,3 +69,75 @@ def test_the_function_cannot_trigger_itself(template):
 def test_uploads_a_stopped_function_left_unfinished_are_aborted(template):
     (rule,) = resources(template, "AWS::S3::Bucket")["OutputBucket"]["LifecycleConfiguration"]["Rules"]
     assert rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+
+
+def test_the_architecture_is_a_parameter_lambda_knows_and_the_function_uses(template):
+    parameter = template["Parameters"]["Architecture"]
+    assert set(parameter["AllowedValues"]) == {"arm64", "x86_64"} and parameter["Default"] in parameter["AllowedValues"]
+    function = resources(template, "AWS::Lambda::Function")["Function"]
+    assert function["Architectures"] == [{"Ref": "Architecture"}]
+
+
+def test_the_dead_letter_queue_keeps_messages_longer_than_the_source_queue(template):
+    """AWS: a standard queue's message keeps its first enqueue time in the DLQ, so the DLQ must keep longer."""
+    queues = resources(template, "AWS::SQS::Queue")
+    assert queues["DeadLetterQueue"]["MessageRetentionPeriod"] > queues["Queue"]["MessageRetentionPeriod"]
+
+
+def test_logs_go_to_a_log_group_with_a_retention_as_json_lines_lambda_can_filter(template):
+    (group,) = resources(template, "AWS::Logs::LogGroup").items()
+    assert group[1]["RetentionInDays"] > 0
+    logging = resources(template, "AWS::Lambda::Function")["Function"]["LoggingConfig"]
+    assert logging["LogFormat"] == "JSON" and logging["LogGroup"] == {"Ref": group[0]}
+    assert logging["ApplicationLogLevel"] == {"Ref": "LogLevel"}
+    assert set(template["Parameters"]["LogLevel"]["AllowedValues"]) == set(bridge.LAMBDA_LEVELS)
+
+
+def test_a_batch_operations_job_has_a_role_that_may_invoke_the_function(template):
+    role = resources(template, "AWS::IAM::Role")["BatchOperationsRole"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "batchoperations.s3.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    (invoke,) = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
+    assert {"Fn::GetAtt": ["Function", "Arn"]} in invoke["Resource"]
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert {"s3:GetObject", "s3:PutObject"} <= actions, "read the manifest, write the report"
+
+
+KEDA = ROOT / "examples" / "keda" / "worker.yaml"
+
+
+@pytest.fixture(scope="module")
+def worker():
+    import yaml
+
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(KEDA.read_text(encoding="utf-8"))}
+
+
+def test_the_keda_example_fits_the_schemas_of_kubernetes_and_keda(worker):
+    """Core kinds against Kubernetes' own schemas (kubernetes-validate, strict), KEDA's against its CRD models
+    (cloudcoil-models-keda), which must keep every field: one they drop is a field KEDA does not know."""
+    import kubernetes_validate
+    from cloudcoil.models.keda import v1alpha1
+
+    assert set(worker) == {"ServiceAccount", "Deployment", "TriggerAuthentication", "ScaledObject"}
+    for kind in ("ServiceAccount", "Deployment"):
+        kubernetes_validate.validate(worker[kind], "1.31.0", strict=True)
+    for kind in ("TriggerAuthentication", "ScaledObject"):
+        model = getattr(v1alpha1, kind).model_validate(worker[kind])
+        assert model.model_dump(by_alias=True, exclude_none=True, mode="json") == worker[kind]
+
+
+def test_the_keda_scaler_and_the_worker_get_credentials_from_one_iam_role(worker):
+    account = worker["ServiceAccount"]
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    pod = worker["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert worker["TriggerAuthentication"]["spec"]["podIdentity"] == {"provider": "aws", "identityOwner": "workload"}
+    (trigger,) = worker["ScaledObject"]["spec"]["triggers"]
+    assert trigger["authenticationRef"]["name"] == worker["TriggerAuthentication"]["metadata"]["name"]
+    (container,) = pod["containers"]
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    assert trigger["metadata"]["queueURLFromEnv"] == "SQS_QUEUE_URL" and env["SQS_QUEUE_URL"].startswith("https://sqs.")
+    assert container["args"][0] == "consume"
+    assert pod["terminationGracePeriodSeconds"] > bridge.SHUTDOWN_GRACE_SECONDS + bridge.KILL_GRACE_SECONDS + 1

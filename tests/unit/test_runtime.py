@@ -1,8 +1,5 @@
 """Pure helpers of the Lambda transport, the handler runner and work folders."""
 
-import json
-import logging
-import os
 import time
 
 import pytest
@@ -55,45 +52,6 @@ def test_error_payload_carries_type_message_and_header():
     assert payload["errorType"] == "Bridge.GroupFailed" == headers["Lambda-Runtime-Function-Error-Type"]
     assert payload["errorMessage"] == "it broke"
     assert payload["stackTrace"]
-
-
-def test_json_log_lines_carry_fields_and_request_id():
-    formatter = bridge._Formatter(as_json=True)
-    formatter.request_id = "req-1"
-    record = logging.LogRecord("s3-event-bridge", logging.INFO, __file__, 1, "group %s", ("g",), None)
-    record.fields = {"bucket": "b", "outcome": "succeeded"}
-    line = json.loads(formatter.format(record))
-    assert line["message"] == "group g" and line["requestId"] == "req-1"
-    assert line["bucket"] == "b" and line["level"] == "INFO"
-
-
-def test_text_log_lines_are_one_line():
-    formatter = bridge._Formatter(as_json=False)
-    record = logging.LogRecord("s3-event-bridge", logging.ERROR, __file__, 1, "a\nb", (), None)
-    record.fields = {"n": 1}
-    assert "\n" not in formatter.format(record) and "n=1" in formatter.format(record)
-
-
-def test_handler_exit_status_and_signal_are_returned():
-    assert bridge.Supervisor().run_handler(["/bin/sh", "-c", "exit 3"], os.environ, None) == 3
-    assert bridge.Supervisor().run_handler(["/bin/sh", "-c", "kill -9 $$"], os.environ, None) == -9
-
-
-def test_a_missing_handler_program_fails_the_group():
-    with pytest.raises(bridge.GroupError, match="could not start"):
-        bridge.Supervisor().run_handler(["/nonexistent/handler"], os.environ, None)
-
-
-def test_a_handler_past_its_timeout_and_its_children_are_killed(tmp_path):
-    pidfile = tmp_path / "child.pid"
-    script = f"sleep 60 & echo $! > {pidfile}; trap '' TERM; wait"
-    started = time.monotonic()
-    with pytest.raises(bridge.GroupError, match="timed out"):
-        bridge.Supervisor().run_handler(["/bin/sh", "-c", script], os.environ, 0.5)
-    assert time.monotonic() - started < bridge.KILL_GRACE_SECONDS + 5
-    child = int(pidfile.read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(child, 0)
 
 
 @pytest.mark.parametrize(
