@@ -21,6 +21,7 @@ Exit codes: 0 success, 1 failure, 2 configuration or usage error.
 
 from __future__ import annotations
 
+import codecs
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -326,11 +327,12 @@ _HANDLERS, _ON_S3, _EVENTS = "lambda run consume local", "lambda run consume", "
 SETTINGS = (
     ("HANDLER_COMMAND", "", _HANDLERS, "the handler, run with /bin/sh -c (a command after the mode wins)"),
     ("MATCH_KEY", "any key", _EVENTS, "regex (Rust syntax) a decoded key must match to start work"),
-    ("PULL_PARENT_DIRS", "0", _EVENTS, "the group is the key's folder, this many levels up"),
+    ("GROUP_BY", "folder", _EVENTS, "folder: a group pulls the key's folder; object: only the object"),
+    ("PULL_PARENT_DIRS", "0", f"{_EVENTS} run", "the group's prefix: the key's folder, this many levels up"),
     ("PULL_MATCH_KEYS", "all", _HANDLERS, "comma-separated regexes: which listed objects are pulled"),
     ("EXECUTION_FILTER_EXPR", "", _HANDLERS, "jq on the listed objects; a first output of false skips"),
     ("EXECUTION_FILTER_FILE", "", _HANDLERS, "a file holding that jq expression"),
-    ("TARGET_BUCKET", "the event's", _ON_S3, "where outputs are uploaded"),
+    ("TARGET_BUCKET", "the group's bucket", _ON_S3, "where outputs are uploaded"),
     ("ROOT_FOLDER_VAR", "ROOT_FOLDER", _HANDLERS, "the variable that gives the handler its folder"),
     ("BUCKET_VAR", "BUCKET", f"{_HANDLERS} backfill", "the variable that gives the handler (and run) the bucket"),
     ("KEY_PREFIX_VAR", "KEY_PREFIX", f"{_HANDLERS} backfill", "the variable that gives the handler the prefix"),
@@ -601,6 +603,14 @@ def _switch(environ: Mapping[str, str], name: str) -> bool:
     return raw not in ("0", "false", "no", "off")
 
 
+def _choice(environ: Mapping[str, str], name: str, choices: Sequence[str]) -> str:
+    """One of choices (the first by default), in any case."""
+    value = _text(environ, name).lower() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name}: expected {' or '.join(choices)}, got {value!r}")
+    return value
+
+
 def _env_name(environ: Mapping[str, str], name: str, default: str) -> str:
     value = _text(environ, name) or default
     if not _ENV_NAME.match(value):
@@ -621,10 +631,12 @@ def _execution_filter(environ: Mapping[str, str]) -> Any:
     return compile_filter(expression, "EXECUTION_FILTER_EXPR") if expression else None
 
 
-def _metrics_namespace(environ: Mapping[str, str], log_format: str) -> str | None:
+def _metrics_namespace(environ: Mapping[str, str], log_format: str, level: str) -> str | None:
     namespace = _text(environ, "METRICS_NAMESPACE")
     if namespace and log_format != "JSON":
         raise ConfigError("METRICS_NAMESPACE: metrics ride on JSON log lines; set AWS_LAMBDA_LOG_FORMAT=JSON")
+    if namespace and LAMBDA_LEVELS[level] > logging.INFO:  # Lambda's own filter would drop them too
+        raise ConfigError(f"METRICS_NAMESPACE: metrics ride on INFO lines, which AWS_LAMBDA_LOG_LEVEL={level} drops")
     if namespace and (not re.fullmatch(r"[A-Za-z0-9 ._/#:-]{1,255}", namespace) or namespace.startswith("AWS/")):
         raise ConfigError(f"METRICS_NAMESPACE: {namespace!r} is not a CloudWatch namespace of your own")
     return namespace or None
@@ -645,6 +657,7 @@ class Config:
 
     handler: tuple[str, ...]
     match_key: re.Pattern | None
+    group_by: str
     pull_parent_dirs: int
     pull_match_keys: tuple[re.Pattern, ...]
     execution_filter: Any
@@ -678,10 +691,11 @@ class Config:
         key_prefix_var = _env_name(environ, "KEY_PREFIX_VAR", "KEY_PREFIX")
         if log_format not in ("TEXT", "JSON"):
             raise ConfigError(f"AWS_LAMBDA_LOG_FORMAT: {log_format!r} is neither Text nor JSON")
-        namespace = _metrics_namespace(environ, log_format)
+        namespace = _metrics_namespace(environ, log_format, level)
         return cls(
             handler=_handler_command(environ, argv) if handler_needed else (),
             match_key=compile_regex(match_key, "MATCH_KEY") if match_key else None,
+            group_by=_choice(environ, "GROUP_BY", ("folder", "object")),
             pull_parent_dirs=_number(environ, "PULL_PARENT_DIRS", 0, low=float("-inf")),
             pull_match_keys=tuple(compile_regex(p, "PULL_MATCH_KEYS") for p in pull_match_keys if p),
             execution_filter=_execution_filter(environ),
@@ -716,7 +730,7 @@ def utc_timestamp(seconds: float) -> str:
 
 
 #: Lambda's level names: its log filter (ApplicationLogLevel) counts any other name as INFO.
-LEVEL_NAMES = {number: name for name, number in LAMBDA_LEVELS.items()}
+LEVEL_NAMES = {0: "TRACE", **{number: name for name, number in LAMBDA_LEVELS.items()}}
 
 
 class LogFormat(logging.Formatter):
@@ -738,25 +752,27 @@ class LogFormat(logging.Formatter):
         self.as_json = as_json
 
     def format(self, record: logging.LogRecord) -> str:
-        if hasattr(record, "raw"):  # a handler's own JSON line, with a level Lambda knows
-            return record.raw
-        level = LEVEL_NAMES.get(min(record.levelno // 10 * 10, logging.CRITICAL), "TRACE")
-        stamp = utc_timestamp(record.created)
-        fields = {**self.work, **getattr(record, "fields", {})}
+        stamp, fields = utc_timestamp(record.created), {**self.work, **getattr(record, "fields", {})}
         message, error = record.getMessage(), record.exc_info[1] if record.exc_info else getattr(record, "error", None)
         if not self.as_json:
             pairs = "".join(f" {key}={json.dumps(value, default=str)}" for key, value in fields.items())
             trace = "\n" + self.formatException(record.exc_info) if record.exc_info else ""
             # Lambda turns "\r" back into line breaks inside one CloudWatch event.
+            level = LEVEL_NAMES[min(record.levelno // 10 * 10, logging.CRITICAL)]
             return f"[{level}]\t{stamp}\t{self.request_id}\t{message}{trace}{pairs}".replace("\n", "\r")
-        entry = {"timestamp": stamp, "level": level, "message": message, "logger": record.name}
-        if record.exc_info:
-            entry["stackTrace"] = traceback.format_tb(record.exc_info[2])
+        failure = {"stackTrace": traceback.format_tb(record.exc_info[2])} if record.exc_info else {}
         if error is not None:
-            entry.update(errorType=getattr(error, "error_type", type(error).__name__), errorMessage=str(error))
-        if self.request_id:
-            entry["requestId"] = self.request_id
-        return json.dumps({**entry, **fields}, default=str)
+            failure.update(errorType=getattr(error, "error_type", type(error).__name__), errorMessage=str(error))
+        return json_line(record.levelno, stamp, message, record.name, fields, failure)
+
+
+def json_line(level: int, stamp: str, message: str, logger: str, fields: Mapping, failure: Mapping = {}) -> str:
+    """A JSON log line, its keys in the order AWS's runtime client writes them."""
+    entry = {"timestamp": stamp, "level": LEVEL_NAMES[min(level // 10 * 10, logging.CRITICAL)], "message": message}
+    entry.update(logger=logger, **failure)
+    if LogFormat.request_id:
+        entry["requestId"] = LogFormat.request_id
+    return json.dumps({**entry, **fields}, default=str, ensure_ascii=False)
 
 
 def setup_logging(config: Config) -> None:
@@ -771,32 +787,75 @@ def setup_logging(config: Config) -> None:
 handler_log = log.getChild("handler")
 
 
-#: A longer line of a handler's output is relayed in pieces of this many bytes (CloudWatch keeps 256 KB).
-HANDLER_LINE_MAX = 64 * 1024
+#: A longer line of a handler's output is relayed in pieces of this many characters: in
+#: JSON (at most 6 bytes each) a piece stays under the 256 KB of a CloudWatch event.
+HANDLER_LINE_MAX = 32 * 1024
 
 
-def _relay(stream: Any, name: str) -> None:
-    """Each line the handler writes: its own JSON record with a level Lambda knows kept as it is,
-    else a record of its own, stdout at INFO and stderr at ERROR (so that a WARN or ERROR
-    filter keeps a handler's traceback)."""
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _own_record(line: str, work: Mapping[str, Any], stamp: str) -> tuple[int, str] | None:
+    """A handler's own JSON line with a level Lambda knows (Python's names too): its level, and the
+    line with what Lambda's filter also needs (an RFC 3339 timestamp) and the work's ids added."""
+    try:
+        own = json.loads(line)
+        name = own["level"].strip().upper().replace("WARNING", "WARN").replace("CRITICAL", "FATAL")
+    except Exception:  # not such a line: relayed as text
+        return None
+    if name not in LAMBDA_LEVELS:
+        return None
+    if not _RFC3339.fullmatch(str(own.get("timestamp"))):
+        own["timestamp"] = stamp
+    extra = {"requestId": LogFormat.request_id, **work} if LogFormat.request_id else work
+    return LAMBDA_LEVELS[name], json.dumps({**extra, **own, "level": name}, ensure_ascii=False, default=str)
+
+
+def _relay_lines(lines: Sequence[str], level: int, work: Mapping[str, Any], stream: str) -> None:
+    """Write lines of a handler's as JSON records, all at once under the log's lock."""
+    stamp, out, fields = utc_timestamp(time.time()), [], {**work, "stream": stream}
+    for line in lines:
+        own = _own_record(line.strip(), work, stamp) if line.lstrip().startswith("{") else None
+        if own is None and handler_log.isEnabledFor(level):
+            out.append(json_line(level, stamp, line, handler_log.name, fields))
+        elif own is not None and handler_log.isEnabledFor(own[0]):
+            out.append(own[1])
+    for handler in log.handlers if out else ():
+        with handler.lock:
+            handler.stream.write("\n".join(out) + "\n")
+            handler.stream.flush()
+
+
+def _relay(stream: Any, name: str, work: Mapping[str, Any]) -> None:
+    """Each line the handler writes, as it comes: its own JSON record with a level kept at its own
+    level, else a record of its own, stdout at INFO and stderr at ERROR (so that a WARN or ERROR
+    filter keeps a handler's traceback). What one read brings is written at once; the stream is
+    decoded as a stream, so that no piece boundary cuts a character."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    level, pending = logging.INFO if name == "stdout" else logging.ERROR, ""
     with stream:
-        for chunk in iter(functools.partial(stream.readline, HANDLER_LINE_MAX), b""):
-            line = chunk.rstrip(b"\n").decode(errors="replace")
-            try:
-                own = json.loads(line) if line.startswith("{") else None
-            except ValueError:
-                own = None
-            level = own.get("level") if isinstance(own, dict) else None
-            if isinstance(level, str) and level.upper() in LAMBDA_LEVELS:
-                handler_log.log(LAMBDA_LEVELS[level.upper()], "", extra={"raw": line})
-            else:
-                number = logging.INFO if name == "stdout" else logging.ERROR
-                handler_log.log(number, "%s", line, extra={"fields": {"stream": name}})
+        while True:
+            chunk = os.read(stream.fileno(), 1 << 16)
+            *lines, pending = (pending + decoder.decode(chunk, final=not chunk)).split("\n")
+            if not chunk and pending:
+                lines.append(pending)
+                pending = ""
+            lines = [
+                line[at : at + HANDLER_LINE_MAX] for line in lines for at in range(0, len(line) or 1, HANDLER_LINE_MAX)
+            ]
+            while len(pending) > HANDLER_LINE_MAX:  # a line still coming: its pieces so far
+                lines.append(pending[:HANDLER_LINE_MAX])
+                pending = pending[HANDLER_LINE_MAX:]
+            with contextlib.suppress(Exception):  # whatever a line holds, the pipe is read to its end
+                _relay_lines(lines, level, work, name)
+            if not chunk:
+                return
 
 
 def relay_lines(stream: Any, name: str) -> threading.Thread:
-    """Relay a handler's pipe on a thread of its own, so that a handler writing a lot is never blocked."""
-    thread = threading.Thread(target=_relay, args=(stream, name), daemon=True)
+    """Relay a handler's pipe on a thread of its own, so that its pipe is always drained. The ids
+    of the work are those of when the handler started, whatever group runs when a line comes."""
+    thread = threading.Thread(target=_relay, args=(stream, name, dict(LogFormat.work)), daemon=True)
     thread.start()
     return thread
 
@@ -816,11 +875,16 @@ class ObjectRef:
 
 @dataclass(frozen=True)
 class Message:
-    """One unit of acknowledgement: an SQS message, or a whole direct payload."""
+    """One unit of acknowledgement: an SQS message, a whole direct payload, or a Batch Operations task.
+
+    `job` is a task's job arguments (its userArguments as JSON, `{}` in schema 1.0): a task names an
+    object that must exist, and its handler is given them.
+    """
 
     id: str
     refs: tuple[ObjectRef, ...] = ()
     error: str | None = None
+    job: str | None = None
 
 
 def decode_key(raw: str, bucket: str) -> str:
@@ -850,21 +914,24 @@ def is_batch_operations(payload: Any) -> bool:
     return isinstance(payload, dict) and "invocationSchemaVersion" in payload and "tasks" in payload
 
 
-def parse_batch_task(task: Any) -> Message:
+def parse_batch_task(task: Any, job: str) -> Message:
     """One S3 Batch Operations task (schema 1.0: s3BucketArn; 2.0: s3Bucket) as a message named by its taskId.
 
     Its key is URL-encoded, as in notifications. A task that names no usable
-    object spoils only itself.
+    object spoils only itself; so does one that names an object version: the
+    bridge pulls current objects only, and must never process another version.
     """
     task_id = task.get("taskId") if isinstance(task, dict) else None
     if not isinstance(task_id, str):
         raise EventError("a Batch Operations task has no taskId; cannot report its result")
     bucket = task.get("s3Bucket") or str(task.get("s3BucketArn", "")).rpartition(":")[2]
-    key = task.get("s3Key")
+    key, version = task.get("s3Key"), task.get("s3VersionId")
     if not isinstance(bucket, str) or not bucket or "/" in bucket or not isinstance(key, str):
         return Message(task_id, error="the task names no bucket and key")
+    if version:
+        return Message(task_id, error=f"object versions are not supported (s3VersionId {str(version)[:64]!r})")
     try:
-        return Message(task_id, (ObjectRef(bucket, decode_key(key, bucket)),))
+        return Message(task_id, (ObjectRef(bucket, decode_key(key, bucket)),), job=job)
     except EventError as exc:
         return Message(task_id, error=str(exc))
 
@@ -933,14 +1000,18 @@ def parse_sqs_record(record: Any) -> Message:
 
 @dataclass(frozen=True)
 class Group:
-    """One execution: a bucket, a folder prefix, and the messages that asked for it."""
+    """One execution: a bucket, a folder prefix, the messages that asked for it and the keys that
+    triggered it; with GROUP_BY=object, its one object (`key`); for Batch Operations, the job's arguments."""
 
     bucket: str
     prefix: str
     sources: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()
+    key: str | None = None
+    job: str | None = None
 
     def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
+        return f"s3://{self.bucket}/{self.prefix if self.key is None else self.key}"
 
 
 def key_prefix(key: str, parent_dirs: int) -> str:
@@ -952,16 +1023,18 @@ def key_prefix(key: str, parent_dirs: int) -> str:
 
 
 def group_messages(messages: Iterable[Message], config: Config) -> list[Group]:
-    """Collect matching references into groups, remembering which messages fed each."""
-    sources: dict[tuple[str, str], list[str]] = {}
+    """Collect matching references into groups (a folder, or with GROUP_BY=object one object),
+    remembering which messages fed each and which keys triggered it, in order of arrival."""
+    groups: dict[tuple, tuple[dict[str, None], dict[str, None]]] = {}
     for message in messages:
         for ref in message.refs:
             if config.match_key and not config.match_key.search(ref.key):
                 continue
-            feeders = sources.setdefault((ref.bucket, key_prefix(ref.key, config.pull_parent_dirs)), [])
-            if message.id not in feeders:
-                feeders.append(message.id)
-    return [Group(bucket, prefix, tuple(ids)) for (bucket, prefix), ids in sources.items()]
+            one = ref.key if config.group_by == "object" else None
+            ident = (ref.bucket, key_prefix(ref.key, config.pull_parent_dirs), one, message.job)
+            sources, triggers = groups.setdefault(ident, ({}, {}))
+            sources[message.id] = triggers[ref.key] = None
+    return [Group(b, p, tuple(s), tuple(t), key, job) for (b, p, key, job), (s, t) in groups.items()]
 
 
 def relative_path(key: str, prefix: str) -> str | None:
@@ -990,9 +1063,9 @@ def claim(relative: str, files: set[str], folders: set[str], name_max: int) -> s
     path = relative.rstrip("/")
     parents = {path[:i] for i, char in enumerate(path) if char == "/"}
     if any(len(os.fsencode(segment)) > name_max for segment in path.split("/")):
-        return "File name too long"
+        return "it cannot be placed (File name too long)"
     if parents & files or path in files or (path in folders and not relative.endswith("/")):
-        return "a file where a folder must be, or the reverse"
+        return "it cannot be placed (a file where a folder must be, or the reverse)"
     folders.update(parents)
     (folders if relative.endswith("/") else files).add(path)
     return None
@@ -1490,9 +1563,9 @@ class LocalStore:
         }
         return {key: found[key] for key in sorted(found, key=lambda key: key.encode())}
 
-    def list_objects(self, bucket: str, prefix: str) -> list[dict]:
+    def list_objects(self, bucket: str, prefix: str, first: bool = False) -> list[dict]:
         listed = (self._object(bucket, key) for key in self.scan(bucket) if key.startswith(prefix))
-        return [obj for obj in listed if obj]
+        return [obj for obj in listed if obj][: 1 if first else None]
 
     def _object(self, bucket: str, key: str) -> dict | None:
         path = self.path(bucket, key)
@@ -1617,13 +1690,16 @@ class S3Store:
                 self._manager = TransferManager(self.client, config)
             return self._manager
 
-    def list_objects(self, bucket: str, prefix: str) -> list[dict]:
-        return list(self.objects(bucket, prefix))
+    def list_objects(self, bucket: str, prefix: str, first: bool = False) -> list[dict]:
+        """Every object under the prefix; or only the first (an object group: its key is its own first match)."""
+        if first:
+            page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+            return [_object_shape(item) for item in page.get("Contents", ())]
+        return [_object_shape(item) for page in self.pages(bucket, prefix) for item in page.get("Contents", ())]
 
-    def objects(self, bucket: str, prefix: str) -> Iterator[dict]:
-        """Every object under the prefix, page after page, as they arrive."""
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            yield from (_object_shape(item) for item in page.get("Contents", ()))
+    def pages(self, bucket: str, prefix: str, **extra: Any) -> Iterator[dict]:
+        """The listing under the prefix, page after page, as they arrive."""
+        yield from self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **extra)
 
     def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> list[str]:
         """Fetch (object, path) pairs; return each file's sha256."""
@@ -1895,7 +1971,16 @@ class Supervisor:
             except (OSError, ValueError) as exc:
                 raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
             self.handler_group, self.handler_ended = process.pid, False
-        self.relays = [relay_lines(process.stdout, "stdout"), relay_lines(process.stderr, "stderr")] if relay else []
+        try:
+            self.relays = (
+                [relay_lines(process.stdout, "stdout"), relay_lines(process.stderr, "stderr")] if relay else []
+            )
+        except RuntimeError as exc:  # no thread to drain its pipes: it must not run unread
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+            with self.lock:
+                self.handler_group = None
+            raise GroupError(f"handler's output cannot be relayed: {exc}") from None
         return process
 
     def wait_handler(self, process: subprocess.Popen, timeout: float | None) -> int:
@@ -1916,8 +2001,9 @@ class Supervisor:
             _signal_group(process.pid, signal.SIGKILL)
             if self.reap:
                 end_strays()
-            for relay in self.relays:  # its last lines; a stray that escaped holding the pipe is not waited for
-                relay.join(KILL_GRACE_SECONDS)
+            until = time.monotonic() + KILL_GRACE_SECONDS  # its last lines; a stray holding the pipe is not awaited
+            for relay in self.relays:
+                relay.join(max(0.0, until - time.monotonic()))
         if self.handler_ended:
             raise GroupError(f"handler ended by shutdown (its exit status {status} does not count)", "shut_down")
         return status
@@ -1994,6 +2080,16 @@ class WorkFolder:
     @property
     def root(self) -> str:
         return os.path.join(self.path, "root")
+
+    def write_triggers(self, group: Group) -> str:
+        """A JSON array of the keys that triggered the group, relative to `root` (those that are safe
+        paths), beside `root` so that it is never uploaded; its path. A file, not a variable: a batch
+        may name thousands of keys, more than an environment can hold."""
+        relative = [path for path in (relative_path(key, group.prefix) for key in group.triggers) if path]
+        fd = os.open("triggers.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=self.fd)
+        with open(fd, "w", encoding="utf-8") as target:
+            json.dump(relative, target, ensure_ascii=False)
+        return os.path.join(self.path, "triggers.json")
 
     def reclaim(self) -> None:
         """After the handler: check it is still the folder locked, and give back the permissions the handler took."""
@@ -2117,6 +2213,7 @@ class GroupReport:
     uploaded_bytes: int = 0
     outcome: str = "failed"
     error: str = ""
+    missing: tuple[str, ...] = ()  # triggering keys the listing no longer has
 
     @property
     def ok(self) -> bool:
@@ -2197,21 +2294,21 @@ class Bridge:
 
     def _steps(self, group: Group, report: GroupReport, work: WorkFolder, deadline: float | None) -> None:
         config, root = self.config, work.root
-        objects = self.store.list_objects(group.bucket, group.prefix)
-        report.listed = len(objects)
+        if group.key is not None and group.key.endswith("/"):
+            report.outcome, report.error = "skipped", "a folder marker: GROUP_BY=object has no object to pull"
+            return
+        objects = self._list(group, report)
+        if report.missing and len(report.missing) == len(group.triggers) and (group.key or group.job) is not None:
+            report.outcome, report.error = "skipped", f"no such object: {', '.join(report.missing)[:200]}"
+            return
         verdict = filter_verdict(config.execution_filter, objects)
         report.filter = "none" if verdict is _NO_OUTPUT else json.dumps(verdict)[:80]
         if verdict is False:
             report.outcome = "skipped"
             return
         pulled = self._pull(group, objects, root, report)
-        env = {
-            **self.environ,
-            config.root_folder_var: root,
-            config.bucket_var: group.bucket,
-            config.key_prefix_var: group.prefix,
-        }
         limit = handler_time_limit(config.handler_timeout, deadline)
+        env = self.handler_environment(group, work)
         process = self.supervisor.start_handler(config.handler, env, relay=config.log_json)
         started = time.monotonic()
         try:
@@ -2229,6 +2326,28 @@ class Bridge:
         self.store.upload(target, items)
         report.uploaded_files = len(items)
         report.outcome = "succeeded"
+
+    def _list(self, group: Group, report: GroupReport) -> list[dict]:
+        """The group's folder listed (all pages), or its one object's listing entry; the
+        triggering keys not there (removed since) go in the report."""
+        if group.key is None:
+            objects = self.store.list_objects(group.bucket, group.prefix)
+        else:
+            objects = [o for o in self.store.list_objects(group.bucket, group.key, first=True) if o["Key"] == group.key]
+        listed = {obj["Key"] for obj in objects}
+        report.listed, report.missing = len(objects), tuple(key for key in group.triggers if key not in listed)
+        return objects
+
+    def handler_environment(self, group: Group, work: WorkFolder) -> dict[str, str]:
+        """What the handler is given: the bridge's environment, its folder, the group's bucket and
+        prefix, the file that lists the keys that triggered it, and a Batch Operations job's arguments."""
+        config = self.config
+        env = {**self.environ, config.root_folder_var: work.root, config.bucket_var: group.bucket}
+        env.update({config.key_prefix_var: group.prefix, "TRIGGERS_FILE": work.write_triggers(group)})
+        env.pop("BATCH_USER_ARGUMENTS", None)
+        if group.job is not None:
+            env["BATCH_USER_ARGUMENTS"] = group.job
+        return env
 
     def _pull(self, group: Group, objects: list[dict], root: str, report: GroupReport) -> dict[str, tuple[int, str]]:
         """Pull the matching objects; return each pulled file's (size, sha256)."""
@@ -2249,25 +2368,25 @@ class Bridge:
             if patterns and not any(p.search(key) for p in patterns):
                 continue
             relative = relative_path(key, group.prefix)
-            if relative is None:
-                if key != group.prefix:
-                    log.warning("not pulling s3://%s/%s: its key is not a safe path", group.bucket, key)
+            if relative is None and key == group.prefix:
                 continue
-            path = os.path.join(root, *relative.rstrip("/").split("/"))
-            why = claim(relative, files, folders, name_max)
+            why = "its key is not a safe path" if relative is None else claim(relative, files, folders, name_max)
+            path = os.path.join(root, *(relative or "").rstrip("/").split("/"))
             try:
                 if why is None:
                     os.makedirs(path if relative.endswith("/") else os.path.dirname(path), exist_ok=True)
             except OSError as exc:
-                why = exc.strerror
+                why = f"it cannot be placed ({exc.strerror})"
+            if why is not None and group.key is not None:  # the group's one object: nothing to run on
+                raise GroupError(f"cannot pull s3://{group.bucket}/{key}: {why}")
             if why is not None:
-                log.warning("not pulling s3://%s/%s: it cannot be placed (%s)", group.bucket, key, why)
+                log.warning("not pulling s3://%s/%s: %s", group.bucket, key, why)
             elif not relative.endswith("/"):
                 items.append((obj, path, relative))
         return items
 
     def _log(self, report: GroupReport) -> None:
-        numbers = {name: value for name, value in vars(report).items() if name not in ("group", "error")}
+        numbers = {name: value for name, value in vars(report).items() if name not in ("group", "error", "missing")}
         fields = {"bucket": report.group.bucket, "prefix": report.group.prefix, **numbers}
         if self.config.metrics_namespace:
             fields.update(metric_fields(report, self.config.metrics_namespace, self.config.function_name))
@@ -2301,8 +2420,8 @@ class Bridge:
             LogFormat.work = {ids: list(group.sources)} if any(group.sources) else {}
             try:
                 if self.supervisor.stopping:
-                    log.warning("group %s not started: shutting down", group)
                     reports[group] = GroupReport(group, outcome="shut_down", error="not started: shutting down")
+                    self._log(reports[group])
                 else:
                     reports[group] = self.process(group, deadline)
             finally:
@@ -2421,40 +2540,46 @@ def _refusal(message: Message, config: Config) -> str | None:
     key = message.refs[0].key
     if config.match_key and not config.match_key.search(key):
         return "the key does not match MATCH_KEY"
-    if relative_path(key, key_prefix(key, config.pull_parent_dirs)) is None:
+    prefix = key_prefix(key, config.pull_parent_dirs)
+    if relative_path(key, prefix) is None and key != prefix:  # a folder marker is its own group's prefix
         return "the key is not a safe path"
     return None
 
 
-def _task_result(task_id: str, refusal: str | None, report: GroupReport | None) -> dict:
+def _task_result(message: Message, refusal: str | None, report: GroupReport | None) -> dict:
     if refusal is not None or report is None:
         code, text = "PermanentFailure", refusal
+    elif message.refs[0].key in report.missing:  # retrying cannot bring it back
+        code, text = "PermanentFailure", f"no such object: s3://{message.refs[0].bucket}/{message.refs[0].key}"
     elif report.ok:
-        code, text = "Succeeded", f"{report.outcome}: {report.uploaded_files} files uploaded"
+        code, text = "Succeeded", f"{report.outcome}: {report.error or f'{report.uploaded_files} files uploaded'}"
     else:
         permanent = report.exit_status == PERMANENT_EXIT_STATUS
         code, text = "PermanentFailure" if permanent else "TemporaryFailure", report.error
-    return {"taskId": task_id, "resultCode": code, "resultString": text}
+    return {"taskId": message.id, "resultCode": code, "resultString": text}
 
 
 def handle_batch_operations(bridge: Bridge, payload: dict, deadline: float | None) -> dict:
     """An S3 Batch Operations invocation: each task is an object reference, grouped and run as an event's.
 
     Each task gets a result: Succeeded (its group succeeded or was skipped),
-    PermanentFailure (no usable object, a key MATCH_KEY rejects or that is
-    no safe path, or a handler exit status of 65), else TemporaryFailure,
-    which Batch Operations retries.
+    PermanentFailure (no usable object, an object version, a key MATCH_KEY
+    rejects or that is no safe path, an object that does not exist, or a
+    handler exit status of 65), else TemporaryFailure, which Batch
+    Operations retries. Tasks without a result are none of these: they are
+    retried (treatMissingKeysAs), which only a bug could cause.
     """
     try:
-        messages = [parse_batch_task(task) for task in payload["tasks"]]
+        job = json.dumps((payload.get("job") or {}).get("userArguments") or {})
+        messages = [parse_batch_task(task, job) for task in payload["tasks"]]
         answer = {key: payload[key] for key in ("invocationSchemaVersion", "invocationId")}
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise EventError(f"malformed Batch Operations invocation: missing or wrong {exc}") from None
     refused = {message.id: _refusal(message, bridge.config) for message in messages}
     runnable = [message for message in messages if refused[message.id] is None]
     ran = bridge.run_groups(runnable, deadline, ids="task_ids")
     reports = {i: report for group, report in ran.items() for i in group.sources}
-    results = [_task_result(m.id, refused[m.id], reports.get(m.id)) for m in messages]
+    results = [_task_result(m, refused[m.id], reports.get(m.id)) for m in messages]
     return {**answer, "treatMissingKeysAs": "TemporaryFailure", "results": results}
 
 
@@ -2523,6 +2648,7 @@ def serve_lambda(bridge: Bridge, api: RuntimeApi, environ: Any) -> int:
                 _answer(api, request_id, None, BridgeError("shutting down: the invocation was not started"))
                 break
             _answer(api, request_id, *_outcome(bridge, body, deadline))
+        LogFormat.request_id = ""  # what is logged between invocations belongs to none
     return 1
 
 
@@ -2531,10 +2657,10 @@ def serve_lambda(bridge: Bridge, api: RuntimeApi, environ: Any) -> int:
 ###############################################################################
 
 
-def run_once(bridge: Bridge, bucket: str, prefix: str) -> int:
+def run_once(bridge: Bridge, group: Group) -> int:
     """`run`: one group, exit status 0 on success or skip, 1 on failure."""
     with bridge.supervisor.busy_work() as allowed:
-        return 0 if allowed and bridge.process(Group(bucket, prefix, ("run",))).ok else 1
+        return 0 if allowed and bridge.process(group).ok else 1
 
 
 SHUTDOWN_GRACE_SECONDS = 20.0
@@ -2644,50 +2770,77 @@ def sqs_client(session: Any) -> Any:
 BACKFILL_ATTEMPTS = 3
 
 
-def notification_body(bucket: str, obj: dict) -> str:
-    """The S3 notification that S3 would have sent a queue when the listed object was created."""
-    key = urllib.parse.quote_plus(obj["Key"], safe="/")
+#: A backfilled notification's s3.configurationId, and the principal named as having caused it.
+BACKFILL_ID = "s3-event-bridge-backfill"
+
+
+def notification_body(bucket: str, obj: dict, region: str, listing: Mapping[str, Any]) -> str:
+    """The notification S3 would have sent a queue when the listed object was created, with every
+    field of S3's own that can be known here: the request and host ids are those of the listing
+    that found it, the owner its owner's; the caller and its address are the backfill's (no IP is
+    known: 0.0.0.0); a sequencer and a version id cannot be known, and are left out."""
+    owner = {"principalId": (obj.get("Owner") or {}).get("ID", "")}
     s3 = {
         "s3SchemaVersion": "1.0",
-        "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-        "object": {"key": key, "size": obj["Size"], "eTag": obj["ETag"].strip('"')},
+        "configurationId": BACKFILL_ID,
+        "bucket": {"name": bucket, "ownerIdentity": owner, "arn": f"arn:aws:s3:::{bucket}"},
+        "object": {
+            "key": urllib.parse.quote_plus(obj["Key"], safe="/"),
+            "size": obj["Size"],
+            "eTag": obj["ETag"].strip('"'),
+        },
     }
-    record = {"eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": obj["LastModified"]}
-    return json.dumps({"Records": [{**record, "eventName": "ObjectCreated:Put", "s3": s3}]})
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": region,
+        "eventTime": obj["LastModified"],
+        "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": BACKFILL_ID},
+        "requestParameters": {"sourceIPAddress": "0.0.0.0"},
+        "responseElements": {"x-amz-request-id": listing.get("RequestId", ""), "x-amz-id-2": listing.get("HostId", "")},
+        "s3": s3,
+    }
+    return json.dumps({"Records": [record]})
 
 
 @dataclass
 class Backfill:
     """`backfill`: what is already in the bucket, sent to the queue as S3 would have notified it.
 
-    One message per group: a group pulls its whole folder, so one object of
-    the folder is enough, and the folder is never sent twice in a run.
+    One message per group: a folder group (GROUP_BY=folder) pulls its whole
+    folder, so one object of the folder is enough, and the folder is never
+    sent twice in a run; with GROUP_BY=object, one message per object.
     """
 
     sqs: Any
     queue_url: str
     interactive: bool
+    per: str = "group"  # what one message stands for: a group, or (GROUP_BY=object) an object
     listed: int = 0
     matched: int = 0
     sent: int = 0
     failed: list[str] = field(default_factory=list)
 
-    def notify(self, objects: Iterable[dict], bucket: str, config: Config) -> int:
+    def notify(self, pages: Iterable[dict], bucket: str, config: Config, region: str) -> int:
         groups: set[str] = set()
         batch: list[tuple[str, str]] = []
         try:
-            for obj in objects:
-                self.listed += 1
-                key, group = obj["Key"], key_prefix(obj["Key"], config.pull_parent_dirs)
-                if config.match_key and not config.match_key.search(key):
-                    continue
-                self.matched += 1
-                if group not in groups:
+            for page in pages:
+                for obj in map(_object_shape, page.get("Contents", ())):
+                    self.listed += 1
+                    key = obj["Key"]
+                    if config.match_key and not config.match_key.search(key):
+                        continue
+                    self.matched += 1
+                    group = key_prefix(key, config.pull_parent_dirs)
+                    if config.group_by == "folder" and group in groups:
+                        continue
                     groups.add(group)
-                    batch.append((key, notification_body(bucket, obj)))
-                if len(batch) == 10:
-                    self._send(batch)
-                    batch = []
+                    batch.append((key, notification_body(bucket, obj, region, page["ResponseMetadata"])))
+                    if len(batch) == 10:
+                        self._send(batch)
+                        batch = []
         except Exception as exc:  # the listing failed: say so; what was sent stays sent
             log.error("listing s3://%s failed after %d objects: %s", bucket, self.listed, exc)
             self.failed.append(f"the rest of s3://{bucket}")
@@ -2720,7 +2873,7 @@ class Backfill:
 
     def summary(self) -> str:
         counts = f"listed {self.listed} objects, {self.matched} matching MATCH_KEY; sent {self.sent} messages"
-        return f"{counts} (one per group), {len(self.failed)} not sent"
+        return f"{counts} (one per {self.per}), {len(self.failed)} not sent"
 
 
 ###############################################################################
@@ -2906,6 +3059,7 @@ def _argument_parser(build: str) -> Any:
     for mode in ("run", "backfill"):
         commands[mode].add_argument("--bucket", help="default: the variable named by BUCKET_VAR")
         commands[mode].add_argument("--prefix", help="default: the variable named by KEY_PREFIX_VAR")
+    commands["run"].add_argument("--key", help="the group this key's event makes (GROUP_BY=object: needed)")
     local = commands["local"]
     local.add_argument("--bucket-dir", required=True, help="the folder that is the bucket")
     local.add_argument("--target-dir", help="write outputs here instead (they trigger nothing)")
@@ -2981,9 +3135,20 @@ def _bucket_and_prefix(args: Any, config: Config) -> tuple[str, str]:
 
 
 def main_run(args: Any, config: Config, environ: Any, files: str | None, supervisor: Supervisor) -> int:
+    """The group of --key as its event would make it, or the folder --prefix (GROUP_BY=folder)."""
     bucket, prefix = _bucket_and_prefix(args, config)
+    if args.key is not None and args.prefix is not None:
+        raise ConfigError("run: give --key or --prefix, not both")
+    if args.key is not None:
+        (group,) = group_messages(
+            [Message("run", (ObjectRef(bucket, args.key),))], dataclasses.replace(config, match_key=None)
+        )
+    elif config.group_by == "object":
+        raise ConfigError("run: GROUP_BY=object runs one object: give --key")
+    else:
+        group = Group(bucket, prefix, ("run",))
     bridge = s3_bridge(config, environ, aws_session(files), supervisor)
-    return supervisor.supervise(functools.partial(run_once, bridge, bucket, prefix), stopped=1)
+    return supervisor.supervise(functools.partial(run_once, bridge, group), stopped=1)
 
 
 def main_consume(config: Config, environ: Any, files: str | None, supervisor: Supervisor) -> int:
@@ -3001,9 +3166,12 @@ def main_backfill(args: Any, config: Config, files: str | None, supervisor: Supe
     if not config.sqs_queue_url:
         raise ConfigError("SQS_QUEUE_URL: backfill needs the queue to send to")
     session = aws_session(files)
-    objects = S3Store(session, config.transfer_concurrency).objects(bucket, prefix)
-    backfill = Backfill(sqs_client(session), config.sqs_queue_url, sys.stderr.isatty())
-    status = supervisor.supervise(functools.partial(backfill.notify, objects, bucket, config), stopped=1)
+    store = S3Store(session, config.transfer_concurrency)
+    pages = store.pages(bucket, prefix, FetchOwner=True)
+    per = "object" if config.group_by == "object" else "group"
+    backfill = Backfill(sqs_client(session), config.sqs_queue_url, sys.stderr.isatty(), per)
+    region = store.client.meta.region_name
+    status = supervisor.supervise(functools.partial(backfill.notify, pages, bucket, config, region), stopped=1)
     print(("\n" if backfill.interactive else "") + backfill.summary())
     return status
 

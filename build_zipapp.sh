@@ -112,29 +112,6 @@ def download(pin: str, hashes: list[str], extra: tuple[str, ...] = ()) -> None:
         os.unlink(req.name)
 
 
-def fetch_wheels(pins: dict, python: str | None, platform: str | None) -> list[str]:
-    """Every locked wheel the build needs (a targeted one: one jq), downloaded only when the cache lacks it."""
-    os.makedirs(WHEELS, exist_ok=True)
-    wanted = {h for _, hashes in pins.values() for h in hashes}
-
-    def present() -> dict[str, str]:
-        names = [n for n in os.listdir(WHEELS) if n.endswith(".whl")]
-        return {os.path.join(WHEELS, n): sha256(os.path.join(WHEELS, n)) for n in names}
-
-    if not wanted <= set(present().values()):
-        jobs = [(pin, hashes, ()) for name, (pin, hashes) in pins.items() if name != "jq"]
-        pin, hashes = pins["jq"]
-        for version in [python] if python else JQ_PYTHONS:
-            abi = "cp" + version.replace(".", "")
-            for target in [platform] if platform else JQ_PLATFORMS:
-                extra = ("--python-version", version, "--implementation", "cp", "--abi", abi, "--platform", target)
-                jobs.append((pin, hashes, extra))
-        with ThreadPoolExecutor(4) as pool:
-            for future in [pool.submit(download, *job) for job in jobs]:
-                future.result()
-    return sorted(path for path, digest in present().items() if digest in wanted)
-
-
 def keep(name: str) -> bool:
     """Prune botocore's data to the services used; drop boto3's resource models and caches."""
     parts = name.split("/")
@@ -167,6 +144,39 @@ def jq_wanted(folder: str, python: str | None, platform: str | None) -> bool:
     if not wanted or wanted.group(1) != family or wanted.group(4) != arch:
         return False
     return (int(wanted.group(2)), int(wanted.group(3))) >= (int(major), int(minor))
+
+
+def fetch_wheels(pins: dict, python: str | None, platform: str | None) -> list[str]:
+    """Every locked wheel the build needs (a targeted one: one jq), downloaded only when the cache lacks it."""
+    os.makedirs(WHEELS, exist_ok=True)
+    wanted = {h for _, hashes in pins.values() for h in hashes}
+
+    def present() -> dict[str, str]:
+        names = [n for n in os.listdir(WHEELS) if n.endswith(".whl")]
+        return {os.path.join(WHEELS, n): sha256(os.path.join(WHEELS, n)) for n in names}
+
+    def complete(found: dict[str, str]) -> bool:
+        """The cache holds every wheel the build needs: a targeted one needs one jq build only."""
+        others = {h for name, (_, hashes) in pins.items() if name != "jq" for h in hashes}
+        if not others <= set(found.values()):
+            return False
+        jq = [path for path, digest in found.items() if digest in pins["jq"][1]]
+        if python or platform:
+            return any(jq_wanted(jq_folder(path), python, platform) for path in jq)
+        return set(pins["jq"][1]) <= set(found.values())
+
+    if not complete(present()):
+        jobs = [(pin, hashes, ()) for name, (pin, hashes) in pins.items() if name != "jq"]
+        pin, hashes = pins["jq"]
+        for version in [python] if python else JQ_PYTHONS:
+            abi = "cp" + version.replace(".", "")
+            for target in [platform] if platform else JQ_PLATFORMS:
+                extra = ("--python-version", version, "--implementation", "cp", "--abi", abi, "--platform", target)
+                jobs.append((pin, hashes, extra))
+        with ThreadPoolExecutor(4) as pool:
+            for future in [pool.submit(download, *job) for job in jobs]:
+                future.result()
+    return sorted(path for path, digest in present().items() if digest in wanted)
 
 
 def stage(wheels: list[str], python: str | None, platform: str | None) -> dict[str, bytes]:

@@ -23,8 +23,9 @@ SLOW_DOWN = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>
 
 
 class FaultyProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, keep_host: bool = False) -> None:
         self.upstream = upstream.split("://", 1)[-1]
+        self.keep_host = keep_host  # a server that checks signatures (SeaweedFS) must see the Host signed
         self.down = False
         self.cut_responses_after: int | None = None
         self.cut_requests_after: int | None = None
@@ -42,6 +43,7 @@ class FaultyProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes; no 40 ms delayed-ACK stall
 
             def log_message(self, *args) -> None:
                 pass
@@ -76,7 +78,8 @@ class FaultyProxy:
                 if owner.rewrite_sqs and target and body:
                     body = json.dumps(owner.rewrite_sqs(target, json.loads(body))).encode()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}}
-                headers["Host"] = owner.upstream  # moto reads other hosts as virtual-hosted buckets
+                # moto reads other hosts as virtual-hosted buckets; SeaweedFS checks the Host that was signed
+                headers["Host"] = self.headers.get("Host", owner.upstream) if owner.keep_host else owner.upstream
                 if body is not None:
                     headers["Content-Length"] = str(len(body))
                 upstream = http.client.HTTPConnection(owner.upstream, timeout=60)

@@ -157,10 +157,13 @@ LAMBDA_ORDER = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
 def lambda_keeps(line: str, application_log_level: str) -> bool:
     """Lambda's documented filter for JSON-format functions: a line's `level` decides; a line that is not
-    JSON, or whose level is missing or not one of Lambda's names, counts as INFO."""
+    JSON, whose level is missing or not one of Lambda's names, or whose timestamp is missing or not RFC 3339,
+    counts as INFO."""
     try:
-        level = json.loads(line).get("level")
+        entry = json.loads(line)
+        level, stamp = entry.get("level"), entry.get("timestamp")
     except (ValueError, AttributeError):
-        level = None
-    level = level.upper() if isinstance(level, str) and level.upper() in LAMBDA_ORDER else "INFO"
-    return LAMBDA_ORDER.index(level) >= LAMBDA_ORDER.index(application_log_level)
+        level = stamp = None
+    rfc3339 = isinstance(stamp, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", stamp)
+    known = isinstance(level, str) and level.upper() in LAMBDA_ORDER and rfc3339
+    return LAMBDA_ORDER.index(level.upper() if known else "INFO") >= LAMBDA_ORDER.index(application_log_level)

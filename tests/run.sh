@@ -9,6 +9,7 @@ venv=${BRIDGE_TEST_VENV:-.venv}
 if [ ! -x "$venv/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$venv"
 fi
+"$venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 10) and "the tests need CPython 3.10+: set PYTHON")'
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" -r tests/requirements.txt
 # cargo-lambda's ziglang dependency only serves cross-builds; the emulator needs none.

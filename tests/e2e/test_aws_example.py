@@ -129,6 +129,7 @@ def test_the_template_the_image_and_the_handler_turn_an_incoming_csv_into_json_l
     refs.update(InputBucket=unique("in"), OutputBucket=unique("out"))
     for name in ("InputBucket", "OutputBucket"):
         s3.create_bucket(Bucket=refs[name])
+    s3.put_object(Bucket=refs["InputBucket"], Key="incoming/earlier.csv", Body=b"a,b\n1,2\n")  # no event: no run
     queue_url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     (rule,) = resources["InputBucket"]["NotificationConfiguration"]["QueueConfigurations"]

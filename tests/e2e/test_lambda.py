@@ -183,10 +183,12 @@ def test_batch_operations_payloads_through_the_emulator_run_each_folder_once(
     fixture, emulator, start_function, s3, bucket, tmp_path
 ):
     case = json.loads((BATCH_OPERATIONS / f"{fixture}.json").read_text(encoding="utf-8"))
-    their_bucket = case["tasks"][0]["ref"][0]
-    payload = json.loads(json.dumps(case["payload"]).replace(their_bucket, bucket))
-    for task in case["tasks"]:
-        put(s3, bucket, task["ref"][1], "abc")
+    for task in case["payload"]["tasks"]:  # the current version (a version is refused: tested apart)
+        task["s3VersionId"] = None
+    refs = [bridge.parse_batch_task(task, "{}").refs[0] for task in case["payload"]["tasks"]]
+    payload = json.loads(json.dumps(case["payload"]).replace(refs[0].bucket, bucket))
+    for ref in refs:
+        put(s3, bucket, ref.key, "abc")
     ledger = tmp_path / "runs"
     handler = ["/bin/sh", "-c", f'echo "$KEY_PREFIX" >> {ledger}; touch "$ROOT_FOLDER/done"']
     function = start_function(emulator.runtime_api, handler)
@@ -195,9 +197,9 @@ def test_batch_operations_payloads_through_the_emulator_run_each_folder_once(
     assert answer["invocationId"] == payload["invocationId"]
     assert answer["invocationSchemaVersion"] == payload["invocationSchemaVersion"]
     assert [(r["taskId"], r["resultCode"]) for r in answer["results"]] == [
-        (task["id"], "Succeeded") for task in case["tasks"]
+        (task["taskId"], "Succeeded") for task in payload["tasks"]
     ]
-    folders = {bridge.key_prefix(task["ref"][1], 0) for task in case["tasks"]}
+    folders = {bridge.key_prefix(ref.key, 0) for ref in refs}
     assert sorted(ledger.read_text().splitlines()) == sorted(folders), "each folder once, however many tasks"
     assert {f"{folder}done" for folder in folders} <= set(keys(s3, bucket))
 
@@ -242,3 +244,17 @@ def test_a_handler_cut_by_its_deadline_has_its_seconds_and_outcome_in_the_summar
     assert (summary["groups_failed"], summary["groups_timed_out"], summary["groups_succeeded"]) == (1, 1, 0)
     names = [metric["Name"] for metric in summary["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
     assert "handler_seconds" in names and "groups_timed_out" in names
+
+
+def test_group_by_object_through_the_emulator_runs_each_object_of_a_folder_alone(
+    emulator, start_function, s3, sqs, bucket
+):
+    queue, _ = notifying_queue(s3, sqs, bucket)
+    for key in ("img/a.jpg", "img/b.jpg"):
+        put(s3, bucket, key, key)
+    messages = receive(sqs, queue, 2)
+    handler = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && names=$(ls) && echo "$names" > "$names.list"']
+    function = start_function(emulator.runtime_api, handler, GROUP_BY="object")
+    status, body = emulator.invoke(sqs_event(messages))
+    assert (status, body) == (200, {"batchItemFailures": []}), function.output()
+    assert read(s3, bucket, "img/a.jpg.list") == b"a.jpg\n" and read(s3, bucket, "img/b.jpg.list") == b"b.jpg\n"

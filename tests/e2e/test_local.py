@@ -447,3 +447,22 @@ def test_links_in_the_bucket_folder_are_not_objects(tmp_path):
     result = local("--bucket-dir", str(bucket), "--all", "--", *listing, EXECUTION_FILTER_EXPR=keys_only)
     assert result.returncode == 0, result.stderr
     assert (bucket / "d" / "listing").read_text() == "./real.txt\n", "the filter let it run: the links were not listed"
+
+
+@pytest.mark.parametrize("model, runs", [("folder", 1), ("object", 3)])
+def test_local_mode_runs_a_folder_or_each_object_as_group_by_says(model, runs, tmp_path):
+    bucket = tmp_path / "bucket"
+    (bucket / "flat").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (bucket / "flat" / f"{name}.csv").write_text(name)
+    handler = 'cd "$ROOT_FOLDER" && for f in *.csv; do cp "$f" "$f.out"; done; cat "$TRIGGERS_FILE" > "run-$$.json"'
+    result = local(
+        "--bucket-dir", str(bucket), "--all", "--target-dir", str(tmp_path / "out"), "--", "/bin/sh", "-c", handler,
+        GROUP_BY=model, MATCH_KEY=r"\.csv$",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2].split()[1] == str(runs)
+    out = tmp_path / "out" / "flat"
+    assert sorted(p.name for p in out.glob("*.out")) == ["a.csv.out", "b.csv.out", "c.csv.out"]
+    triggers = sorted(json.loads(p.read_text()) for p in out.glob("run-*.json"))
+    assert triggers == ([["a.csv", "b.csv", "c.csv"]] if model == "folder" else [["a.csv"], ["b.csv"], ["c.csv"]])

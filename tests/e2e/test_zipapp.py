@@ -202,6 +202,11 @@ def test_a_targeted_build_fetches_one_jq_wheel_and_never_lands_on_the_universal_
     (fetched,) = [w.name for w in own.glob("jq-*")]
     assert fetched.startswith("jq-1.13.0-cp312-cp312-manylinux_2_26_x86_64"), fetched
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["bootstrap-py3.12-manylinux_2_28_x86_64"]
+    refusing = tmp_path / "no-pip" / "pip"
+    refusing.mkdir(parents=True)
+    (refusing / "__main__.py").write_text("raise SystemExit('pip was run')\n")
+    again = {**env, "PYTHONPATH": str(refusing.parent)}  # a cache that has what the target needs: no pip at all
+    subprocess.run(["bash", "build_zipapp.sh", *target], cwd=tmp_path, env=again, check=True, capture_output=True)
 
 
 def test_two_builds_from_the_same_inputs_are_byte_identical_and_say_what_went_in(tmp_path):

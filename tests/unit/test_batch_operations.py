@@ -16,7 +16,7 @@ CASES = sorted((Path(__file__).parent.parent / "data" / "batch_operations").glob
 def test_every_task_of_a_batch_operations_payload_is_read(path):
     case = json.loads(path.read_text(encoding="utf-8"))
     assert bridge.is_batch_operations(case["payload"]) and not bridge.is_sqs_batch(case["payload"])
-    messages = [bridge.parse_batch_task(task) for task in case["payload"]["tasks"]]
+    messages = [bridge.parse_batch_task(task, "{}") for task in case["payload"]["tasks"]]
     assert [m.id for m in messages] == [t["id"] for t in case["tasks"]]
     for got, want in zip(messages, case["tasks"]):
         if "error" in want:
@@ -27,7 +27,7 @@ def test_every_task_of_a_batch_operations_payload_is_read(path):
 
 def test_a_task_without_a_task_id_fails_the_invocation():
     with pytest.raises(bridge.EventError, match="taskId"):
-        bridge.parse_batch_task({"s3Key": "a", "s3Bucket": "b"})
+        bridge.parse_batch_task({"s3Key": "a", "s3Bucket": "b"}, "{}")
 
 
 HANDLER = 'case "$KEY_PREFIX" in bad/) exit 65;; flaky/) exit 1;; esac; touch "$ROOT_FOLDER/out.txt"'

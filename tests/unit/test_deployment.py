@@ -90,7 +90,16 @@ def test_logs_go_to_a_log_group_with_a_retention_as_json_lines_lambda_can_filter
     logging = resources(template, "AWS::Lambda::Function")["Function"]["LoggingConfig"]
     assert logging["LogFormat"] == "JSON" and logging["LogGroup"] == {"Ref": group[0]}
     assert logging["ApplicationLogLevel"] == {"Ref": "LogLevel"}
-    assert set(template["Parameters"]["LogLevel"]["AllowedValues"]) == set(bridge.LAMBDA_LEVELS)
+    levels = template["Parameters"]["LogLevel"]["AllowedValues"]
+    metrics = resources(template, "AWS::Lambda::Function")["Function"]["Environment"]["Variables"]["METRICS_NAMESPACE"]
+    for level in bridge.LAMBDA_LEVELS:  # a level the template allows is one the bridge starts with
+        environment = {"HANDLER_COMMAND": "x", "AWS_LAMBDA_LOG_FORMAT": "JSON", "METRICS_NAMESPACE": metrics}
+        try:
+            bridge.Config.from_env({**environment, "AWS_LAMBDA_LOG_LEVEL": level})
+        except bridge.ConfigError:
+            assert level not in levels
+        else:
+            assert level in levels
 
 
 def test_a_batch_operations_job_has_a_role_that_may_invoke_the_function(template):
@@ -139,5 +148,10 @@ def test_the_keda_scaler_and_the_worker_get_credentials_from_one_iam_role(worker
     (container,) = pod["containers"]
     env = {variable["name"]: variable["value"] for variable in container["env"]}
     assert trigger["metadata"]["queueURLFromEnv"] == "SQS_QUEUE_URL" and env["SQS_QUEUE_URL"].startswith("https://sqs.")
+    documented = {"queueURL", "queueURLFromEnv", "queueLength", "activationQueueLength", "awsRegion", "awsEndpoint"}
+    assert set(trigger["metadata"]) <= documented | {"scaleOnInFlight", "scaleOnDelayed"}, (
+        "KEDA 2.20's aws-sqs-queue keys"
+    )
+    assert "podIdentity.aws.irsa.enabled=true" in KEDA.read_text(), "the operator's own IRSA, which it assumes with"
     assert container["args"][0] == "consume"
     assert pod["terminationGracePeriodSeconds"] > bridge.SHUTDOWN_GRACE_SECONDS + bridge.KILL_GRACE_SECONDS + 1

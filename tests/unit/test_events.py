@@ -71,8 +71,17 @@ def test_deeply_nested_body_is_an_error_of_that_message_only():
 
 
 @pytest.mark.parametrize("key", ["a/b.txt", "in put/a+b é.txt", "100%/~?#&=;:'*/😀.bin", "a//b", "ends/"])
-def test_a_backfill_notification_reads_back_as_the_object_it_names(key):
-    listed = {"Key": key, "Size": 3, "ETag": '"abc"', "LastModified": "2026-11-30T00:00:00.000Z"}
-    body = bridge.notification_body("bkt", listed)
+def test_a_backfill_notification_reads_back_as_the_object_it_names_and_fits_s3s_event_schema(key):
+    """Powertools' parser is what Lambda users validate S3 events with: it requires every field S3's own carry."""
+    from aws_lambda_powertools.utilities.parser.models import S3Model
+
+    listed = {"Key": key, "Size": 3, "ETag": '"abc"', "LastModified": "2026-11-30T00:00:00.000Z", "Owner": {"ID": "o1"}}
+    body = bridge.notification_body("bkt", listed, "eu-west-1", {"RequestId": "R1", "HostId": "H1"})
     assert bridge.parse_body(body) == [bridge.ObjectRef("bkt", key)]
-    assert json.loads(body)["Records"][0]["s3"]["object"]["eTag"] == "abc"
+    (record,) = S3Model.model_validate_json(body).Records
+    assert (record.awsRegion, record.s3.bucket.ownerIdentity.principalId, record.s3.object.eTag) == (
+        "eu-west-1",
+        "o1",
+        "abc",
+    )
+    assert record.responseElements.x_amz_request_id == "R1" and record.s3.configurationId == bridge.BACKFILL_ID

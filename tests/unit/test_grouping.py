@@ -38,9 +38,9 @@ def test_groups_join_messages_by_bucket_and_folder_and_remember_their_sources():
     ]
     groups = bridge.group_messages(messages, config())
     assert groups == [
-        bridge.Group("b", "x/", ("m1", "m2", "m4")),
-        bridge.Group("b", "y/", ("m1",)),
-        bridge.Group("c", "x/", ("m3",)),
+        bridge.Group("b", "x/", ("m1", "m2", "m4"), ("x/1.txt", "x/2.txt", "x/3.txt", "x/4.txt")),
+        bridge.Group("b", "y/", ("m1",), ("y/1.txt",)),
+        bridge.Group("c", "x/", ("m3",), ("x/1.txt",)),
     ]
 
 
@@ -49,7 +49,7 @@ def test_match_key_is_an_unanchored_search_on_the_decoded_key():
         bridge.Message("m1", (bridge.ObjectRef("b", "in put/input.txt"), bridge.ObjectRef("b", "o/output.txt")))
     ]
     groups = bridge.group_messages(messages, config(MATCH_KEY=r"put/input\.txt$"))
-    assert groups == [bridge.Group("b", "in put/", ("m1",))]
+    assert groups == [bridge.Group("b", "in put/", ("m1",), ("in put/input.txt",))]
 
 
 def test_parent_dirs_merge_sibling_folders_into_one_group():
@@ -57,7 +57,39 @@ def test_parent_dirs_merge_sibling_folders_into_one_group():
         bridge.Message("m1", (bridge.ObjectRef("b", "run/a/in.txt"),)),
         bridge.Message("m2", (bridge.ObjectRef("b", "run/b/in.txt"),)),
     ]
-    assert bridge.group_messages(messages, config(PULL_PARENT_DIRS="1")) == [bridge.Group("b", "run/", ("m1", "m2"))]
+    assert bridge.group_messages(messages, config(PULL_PARENT_DIRS="1")) == [
+        bridge.Group("b", "run/", ("m1", "m2"), ("run/a/in.txt", "run/b/in.txt"))
+    ]
+
+
+def test_group_by_object_makes_one_group_per_key_and_merges_events_for_the_same_key():
+    messages = [
+        bridge.Message("m1", (bridge.ObjectRef("b", "f/a.jpg"), bridge.ObjectRef("b", "f/b.jpg"))),
+        bridge.Message("m2", (bridge.ObjectRef("b", "f/a.jpg"),)),
+        bridge.Message("m3", (bridge.ObjectRef("b", "f/x/c.jpg"),)),
+    ]
+    assert bridge.group_messages(messages, config(GROUP_BY="object", PULL_PARENT_DIRS="1")) == [
+        bridge.Group("b", "", ("m1", "m2"), ("f/a.jpg",), "f/a.jpg"),
+        bridge.Group("b", "", ("m1",), ("f/b.jpg",), "f/b.jpg"),
+        bridge.Group("b", "f/", ("m3",), ("f/x/c.jpg",), "f/x/c.jpg"),
+    ]
+    assert [str(g) for g in bridge.group_messages(messages, config(GROUP_BY="Object"))][:1] == ["s3://b/f/a.jpg"]
+
+
+def test_a_batch_jobs_tasks_keep_their_arguments_and_never_join_an_events_group():
+    task = bridge.Message("t1", (bridge.ObjectRef("b", "f/a.jpg"),), job='{"k": "v"}')
+    event = bridge.Message("m1", (bridge.ObjectRef("b", "f/b.jpg"),))
+    groups = bridge.group_messages([task, event], config())
+    assert [(g.sources, g.job) for g in groups] == [(("t1",), '{"k": "v"}'), (("m1",), None)]
+
+
+@pytest.mark.parametrize("value", ["files", "", "folders "])
+def test_group_by_is_folder_or_object(value):
+    if value.strip() in ("", "folder"):
+        assert config(GROUP_BY=value).group_by == "folder"
+    else:
+        with pytest.raises(bridge.ConfigError, match="GROUP_BY"):
+            config(GROUP_BY=value)
 
 
 @pytest.mark.parametrize(

@@ -69,16 +69,41 @@ def test_lines_carry_the_request_id_and_the_work_under_way(monkeypatch):
     assert "\n" not in text and 'message_ids=["m1", "m2"]' in text and "\treq-1\t" in text
 
 
-def test_a_handlers_json_line_with_a_lambda_level_is_kept_as_it_is():
-    line = '{"level": "warn", "msg": "own"}'
-    entry = record(logging.WARNING, raw=line)
-    assert bridge.LogFormat(as_json=True).format(entry) == line
+@pytest.mark.parametrize(
+    "line, level",
+    [
+        ('{"level": "warn", "msg": "own"}', "WARN"),
+        ('{"level": "WARNING", "msg": "own"}', "WARN"),
+        ('{"level": "critical", "msg": "own"}', "FATAL"),
+        ('{"level": "Error", "timestamp": "2026-12-07T01:02:03.5+02:00"}', "ERROR"),
+        ('{"level": "notice"}', None),
+        ('{"level": 40}', None),
+        ("[1, 2]", None),
+        ('{"a": ' + "[" * 5000, None),
+    ],
+)
+def test_a_handlers_own_json_line_keeps_its_level_and_gets_what_lambda_needs(line, level, monkeypatch):
+    monkeypatch.setattr(bridge.LogFormat, "request_id", "r1")
+    own = bridge._own_record(line, {"message_ids": ["m"]}, "2026-12-07T00:00:00.000Z")
+    if level is None:
+        assert own is None
+        return
+    record = json.loads(own[1])
+    assert (own[0], record["level"]) == (bridge.LAMBDA_LEVELS[level], level)
+    assert record["timestamp"] == json.loads(line).get("timestamp", "2026-12-07T00:00:00.000Z")
+    assert (record["requestId"], record["message_ids"]) == ("r1", ["m"])
+    assert lambda_keeps(own[1], level)
 
 
 def test_the_filter_used_here_is_lambdas_documented_rule():
     assert lambda_keeps("a traceback line", "INFO") and not lambda_keeps("a traceback line", "WARN")
-    assert not lambda_keeps('{"level": "WARNING"}', "WARN"), "an unknown name counts as INFO"
-    assert lambda_keeps('{"level": "debug"}', "DEBUG") and not lambda_keeps('{"level": "debug"}', "INFO")
+
+    def line(level):
+        return json.dumps({"level": level, "timestamp": "2026-12-07T00:00:00.000Z"})
+
+    assert not lambda_keeps(line("WARNING"), "WARN"), "an unknown name counts as INFO"
+    assert lambda_keeps(line("debug"), "DEBUG") and not lambda_keeps(line("debug"), "INFO")
+    assert not lambda_keeps('{"level": "ERROR"}', "WARN"), "no timestamp: INFO"
 
 
 def readme_blocks(language: str) -> list[str]:
