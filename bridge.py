@@ -333,6 +333,8 @@ SETTINGS = (
     ("EXECUTION_FILTER_EXPR", "", _HANDLERS, "jq on the listed objects; a first output of false skips"),
     ("EXECUTION_FILTER_FILE", "", _HANDLERS, "a file holding that jq expression"),
     ("TARGET_BUCKET", "the group's bucket", _ON_S3, "where outputs are uploaded"),
+    ("SOURCE_BUCKETS", "any", f"{_HANDLERS} backfill", "comma-separated: the only buckets an event may name"),
+    ("EXPECTED_BUCKET_OWNER", "", f"{_ON_S3} backfill", "account id every S3 request expects as bucket owner"),
     ("ROOT_FOLDER_VAR", "ROOT_FOLDER", _HANDLERS, "the variable that gives the handler its folder"),
     ("BUCKET_VAR", "BUCKET", f"{_HANDLERS} backfill", "the variable that gives the handler (and run) the bucket"),
     ("KEY_PREFIX_VAR", "KEY_PREFIX", f"{_HANDLERS} backfill", "the variable that gives the handler the prefix"),
@@ -399,7 +401,33 @@ _ESCAPES = {  # each one item, so that a repetition after it repeats all of it
 }
 
 
-_SPECIAL_ESCAPE = re.compile(r"\\(x\{([0-9A-Fa-f]{1,8})\}|b\{[a-z-]*\}|[pP]|.)", re.DOTALL)
+_SPECIAL_ESCAPE = re.compile(
+    r"\\(x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|b\{[a-z-]*\}|[pP]|.)", re.DOTALL
+)
+
+
+#: Where Python's case folding differs from the crate's (Unicode 16 simple folding) in a CPython
+#: 3.9-3.13, as the crate itself showed (tests/data/regexes.json): runs (first, last, offset) of
+#: case pairs c <-> c + offset that Python's Unicode may not know, and I/i, which Python also
+#: folds with dotted I (U+0130) and dotless i (U+0131), which the crate folds to nothing else.
+_FOLD_RUNS = (
+    (0x49, 0x49, 0x20), (0x130, 0x131, 0), (0x19B, 0x19B, 0xA641), (0x264, 0x264, 0xA567), (0x1C89, 0x1C89, 1),
+    (0x2C2F, 0x2C2F, 0x30), (0xA7C0, 0xA7C0, 1), (0xA7CC, 0xA7CC, 1), (0xA7D0, 0xA7D0, 1), (0xA7D6, 0xA7D6, 1),
+    (0xA7D8, 0xA7D8, 1), (0xA7DA, 0xA7DA, 1), (0x10570, 0x1057A, 0x27), (0x1057C, 0x1058A, 0x27),
+    (0x1058C, 0x10592, 0x27), (0x10594, 0x10595, 0x27), (0x10D50, 0x10D65, 0x20),
+)  # fmt: skip
+
+
+#: Each of those characters: the crate's fold group of it.
+CRATE_FOLDS = {
+    chr(code + side): chr(code) + chr(code + offset) if offset else chr(code)
+    for first, last, offset in _FOLD_RUNS
+    for code in range(first, last + 1)
+    for side in {0, offset}
+}
+
+
+_CLASS_IN_RANGE = "a range cannot start or end with a class like \\s or [:alpha:] (the crate refuses it)"
 
 
 _COUNTED = re.compile(r"\{\s*([0-9]+)\s*(?:(,)\s*([0-9]*)\s*)?\}")
@@ -416,14 +444,16 @@ class _RegexTranslation:
 
     Translated: `$` (end of text, not before a final newline), `\z`, `\s`,
     `\x{..}`, word boundaries (`\<`, `\b{start}` ...), POSIX classes, named
-    groups `(?<n>..)`, spaces inside `{m, n}`. Refused: Unicode classes,
-    class set operations and nesting, flags Python lacks (x, U, R, -u),
-    flags in mid-pattern, a repetition of a repetition, and an unescaped `{`.
+    groups `(?<n>..)`, spaces inside `{m, n}`, a leading `]` in a class, and
+    under `(?i)` the characters Python folds otherwise (CRATE_FOLDS).
+    Refused: Unicode classes, class set operations and nesting, a range from
+    or to a class, flags Python lacks (x, U, R, -u), flags in mid-pattern, a
+    repetition of a repetition, and an unescaped `{`.
     """
 
     def __init__(self, pattern: str) -> None:
         self.pattern, self.at, self.out = pattern, 0, []
-        self.multiline = [False]  # per open group: does `$` mean end of line?
+        self.scopes = [""]  # per open group, its flags among m (`$` ends a line) and i (case folded)
         self.repeated = 0  # 1 after a repetition, 2 after its lazy `?`
 
     def translate(self) -> str:
@@ -434,20 +464,29 @@ class _RegexTranslation:
                 continue
             self.repeated = 0
             if char == "\\":
-                self.out.append(self._escape(in_class=False))
+                self.out.append(self._escape()[0])
             elif char == "[":
                 self._character_class()
             elif char == "(":
                 self._group()
             elif char == "$":
-                self.out.append("$" if self.multiline[-1] else r"\Z")
+                self.out.append("$" if "m" in self.scopes[-1] else r"\Z")
                 self.at += 1
             else:
-                if char == ")" and len(self.multiline) > 1:
-                    self.multiline.pop()
-                self.out.append(char)
+                if char == ")" and len(self.scopes) > 1:
+                    self.scopes.pop()
+                self.out.append(char if char in ".^|)" else self._literal(char, char))
                 self.at += 1
         return "".join(self.out)
+
+    def _literal(self, char: str, text: str) -> str:
+        """A literal character; under (?i), one Python folds otherwise spelled as the crate's fold
+        group, and one beyond U+FFFF as a range (Python forgets its case in a class or an alternation)."""
+        if "i" not in self.scopes[-1]:
+            return text
+        if char in CRATE_FOLDS:
+            return f"(?-i:[{CRATE_FOLDS[char]}])"
+        return f"[{text}-{text}]" if ord(char) > 0xFFFF else text
 
     def _repetition(self, char: str) -> None:
         if char == "?" and self.repeated == 1:
@@ -467,53 +506,90 @@ class _RegexTranslation:
         self.out.append(f"{{{low}{comma or ''}{high or ''}}}")
         self.at = counted.end()
 
-    def _escape(self, in_class: bool) -> str:
+    def _escape(self, in_class: bool = False) -> tuple[str, str | None]:
+        """An escape's Python text, and the character it stands for (None for a class like \\s)."""
         escape = _SPECIAL_ESCAPE.match(self.pattern, self.at)
         if not escape:
             raise ValueError("the pattern ends with a lone backslash")
-        self.at, name, code = escape.end(), escape.group(1), escape.group(2)
+        self.at, name, code = escape.end(), escape.group(1), next(filter(None, escape.groups()[1:]), None)
         if name in ("p", "P"):
             raise ValueError(f"Unicode classes like \\{name}{{..}} are not supported")
         if code:
-            return f"\\U{int(code, 16):08x}"
+            char = chr(int(code, 16))
+            return (f"\\U{ord(char):08x}" if in_class else self._literal(char, f"\\U{ord(char):08x}")), char
         if in_class and name in ("s", "S"):
             if name == "S":
                 raise ValueError("\\S inside a character class is not supported")
-            return _SPACE
+            return _SPACE, None
         if not in_class and name in _ESCAPES:
-            return _ESCAPES[name]
+            return _ESCAPES[name], None
         if name.startswith("b{"):
             raise ValueError(f"unknown word boundary \\{name}")
-        return escape.group(0)
+        if name.isalnum():  # \d, \w, \t, \n ...: the same in both
+            return escape.group(0), None if name in "dDwWbBAZ" else name
+        return (escape.group(0) if in_class else self._literal(name, escape.group(0))), name
 
     def _character_class(self) -> None:
+        """A class, as items (text, kind, character): kinds `item`, `class` (\\s, [:alpha:]...),
+        `range` (a - between two items) and `first` (a leading ], which never starts a range)."""
         pattern, self.at = self.pattern, self.at + 1
-        out = ["["]
-        for lead in "^]":
-            if pattern.startswith(lead, self.at):
-                out.append("\\]" if lead == "]" else lead)
-                self.at += 1
+        negated = pattern.startswith("^", self.at)
+        self.at += negated
+        items: list[tuple[str, str, str | None]] = []
+        if pattern.startswith("]", self.at):
+            items.append(("\\]", "first", None))
+            self.at += 1
         while self.at < len(pattern) and pattern[self.at] != "]":
+            char, last = pattern[self.at], items[-1][1] if items else ""
             if pattern.startswith(("&&", "--", "~~"), self.at):
                 raise ValueError("character class set operations (&&, --, ~~) are not supported")
-            if pattern[self.at] == "\\":
-                out.append(self._escape(in_class=True))
-            elif pattern[self.at] == "[":
-                out.append(self._posix_class())
-            else:  # `|` escaped: Python warns that `||` may one day be a set operation
-                out.append("\\|" if pattern[self.at] == "|" else pattern[self.at])
+            if char == "-" and last in ("item", "class") and not pattern.startswith("-]", self.at):
+                if last == "class":
+                    raise ValueError(_CLASS_IN_RANGE)
+                items.append(("-", "range", None))
                 self.at += 1
-        if self.at < len(pattern):
-            out.append("]")
-            self.at += 1
-        self.out.append("".join(out))
+                continue
+            if char == "\\":
+                text, value = self._escape(in_class=True)
+                kind = "item" if value is not None else "class"
+            elif char == "[":
+                text, value, kind = self._posix_class(), None, "class"
+            else:  # `|` and `^` escaped (Python warns that `||` may one day be a set operation)
+                text, value, kind = re.escape(char) if char in "|^-[" else char, char, "item"
+                self.at += 1
+            if kind == "class" and last == "range":
+                raise ValueError(_CLASS_IN_RANGE)
+            items.append((text, kind, value))
+        closed = self.at < len(pattern)
+        self.at += closed
+        self.out.append(self._class_text(items, negated, closed))
+
+    def _class_text(self, items: list[tuple[str, str, str | None]], negated: bool, closed: bool) -> str:
+        """The class in Python; under (?i) corrected where Python folds otherwise than the crate,
+        which matches a character when its fold group meets the class taken literally (then
+        negates): Python's own folding, less the characters it would add, plus those it lacks."""
+        ignorecase = "i" in self.scopes[-1]
+        parts = []
+        for n, (text, kind, value) in enumerate(items):
+            alone = "range" not in (items[n - 1][1] if n else "", items[n + 1][1] if n + 1 < len(items) else "")
+            big = ignorecase and kind == "item" and alone and value is not None and ord(value) > 0xFFFF
+            parts.append(f"{text}-{text}" if big else text)  # Python forgets the case of such a lone one
+        body = "".join(parts)
+        text = f"[{'^' * negated}{body}{']' * closed}"
+        if not (ignorecase and closed):
+            return text
+        literal, folded, extra, missing = re.compile(f"[{body}]"), re.compile(f"(?i:{text})"), "", ""
+        for char, group in CRATE_FOLDS.items():
+            crate = any(literal.fullmatch(c) for c in group) != negated
+            python = bool(folded.fullmatch(char))
+            extra, missing = extra + char * (python > crate), missing + char * (crate > python)
+        text = f"(?!(?-i:[{extra}])){text}" if extra else text
+        return f"(?:{text}|(?-i:[{missing}]))" if missing else f"(?:{text})" if extra else text
 
     def _posix_class(self) -> str:
         named = _POSIX_CLASS.match(self.pattern, self.at)
         if not named or named.group(1) or named.group(2) not in _POSIX_CLASSES:
             raise ValueError("nested or negated classes inside a character class are not supported")
-        if self.pattern[self.at - 1] == "-" or self.pattern.startswith("-", named.end()):
-            raise ValueError("a - beside a class like [:alpha:] reads as a range in Python: escape it as \\-")
         self.at = named.end()
         return _POSIX_CLASSES[named.group(2)]
 
@@ -527,7 +603,7 @@ class _RegexTranslation:
         else:
             named = pattern.startswith("(?<", at) and not pattern.startswith(("(?<=", "(?<!"), at)
             self.out.append("(?P<" if named else "(")
-            self.multiline.append(self.multiline[-1])
+            self.scopes.append(self.scopes[-1])
         self.at = flags.end() if flags else at + (3 if named else 1)
 
     def _flags(self, on: str, off: str | None, end: str) -> str:
@@ -537,12 +613,12 @@ class _RegexTranslation:
             raise ValueError(f"the flags {''.join(sorted(unknown))} are not supported (only i, m, s and u)")
         if end == ")" and (self.at or self.out):
             raise ValueError("inline flags like (?i) only at the start of the pattern: use (?i:...) for a part")
-        multiline = "m" in on or ("m" not in (off or "") and self.multiline[-1])
+        scope = "".join(sorted((set(self.scopes[-1]) | set(on) & set("im")) - set(off or "")))
         on = on.replace("u", "")
         if end == ")":
-            self.multiline[0] = multiline
+            self.scopes[0] = scope
             return f"(?{on})" if on else ""  # off flags are off already at the start
-        self.multiline.append(multiline)
+        self.scopes.append(scope)
         return f"(?{on}-{off}:" if off else f"(?{on}:"
 
 
@@ -603,6 +679,13 @@ def _switch(environ: Mapping[str, str], name: str) -> bool:
     return raw not in ("0", "false", "no", "off")
 
 
+def _account_id(environ: Mapping[str, str], name: str) -> str | None:
+    value = _text(environ, name)
+    if value and not re.fullmatch(r"[0-9]{12}", value):
+        raise ConfigError(f"{name}: expected a 12-digit AWS account id, got {value!r}")
+    return value or None
+
+
 def _choice(environ: Mapping[str, str], name: str, choices: Sequence[str]) -> str:
     """One of choices (the first by default), in any case."""
     value = _text(environ, name).lower() or choices[0]
@@ -611,10 +694,22 @@ def _choice(environ: Mapping[str, str], name: str, choices: Sequence[str]) -> st
     return value
 
 
+#: Names that ROOT_FOLDER_VAR, BUCKET_VAR and KEY_PREFIX_VAR may not take: they change how programs
+#: are found, loaded or run (an event's bucket or prefix must never land in them), or are AWS's and
+#: the bridge's own.
+_UNSAFE_NAMES = re.compile(
+    r"PATH|CDPATH|HOME|SHELL|IFS|ENV|BASH_ENV|SHELLOPTS|BASHOPTS|PS4|TMPDIR|CLASSPATH|GCONV_PATH|LOCPATH|NLSPATH"
+    r"|(LD_|DYLD_|NODE_|JAVA_|_JAVA_|JDK_|MALLOC_|GLIBC_|AWS_|LAMBDA_|_X_AMZN_|S3_EVENT_BRIDGE_|PYTHON|PERL|RUBY)\w*"
+    r"|TRIGGERS_FILE|BATCH_USER_ARGUMENTS"
+)
+
+
 def _env_name(environ: Mapping[str, str], name: str, default: str) -> str:
     value = _text(environ, name) or default
     if not _ENV_NAME.match(value):
         raise ConfigError(f"{name}: {value!r} is not a valid environment variable name")
+    if _UNSAFE_NAMES.fullmatch(value):
+        raise ConfigError(f"{name}: {value} changes how programs are found, loaded or run, or is AWS's or the bridge's")
     return value
 
 
@@ -662,6 +757,8 @@ class Config:
     pull_match_keys: tuple[re.Pattern, ...]
     execution_filter: Any
     target_bucket: str | None
+    source_buckets: frozenset[str]
+    expected_bucket_owner: str | None
     root_folder_var: str
     bucket_var: str
     key_prefix_var: str
@@ -687,8 +784,11 @@ class Config:
         if level not in LAMBDA_LEVELS:
             raise ConfigError(f"AWS_LAMBDA_LOG_LEVEL: {level!r} is not one of {', '.join(LAMBDA_LEVELS)}")
         log_format = _text(environ, "AWS_LAMBDA_LOG_FORMAT").upper() or "TEXT"
+        root_folder_var = _env_name(environ, "ROOT_FOLDER_VAR", "ROOT_FOLDER")
         bucket_var = _env_name(environ, "BUCKET_VAR", "BUCKET")
         key_prefix_var = _env_name(environ, "KEY_PREFIX_VAR", "KEY_PREFIX")
+        if len({root_folder_var, bucket_var, key_prefix_var}) < 3:
+            raise ConfigError("ROOT_FOLDER_VAR, BUCKET_VAR and KEY_PREFIX_VAR must name three different variables")
         if log_format not in ("TEXT", "JSON"):
             raise ConfigError(f"AWS_LAMBDA_LOG_FORMAT: {log_format!r} is neither Text nor JSON")
         namespace = _metrics_namespace(environ, log_format, level)
@@ -700,7 +800,9 @@ class Config:
             pull_match_keys=tuple(compile_regex(p, "PULL_MATCH_KEYS") for p in pull_match_keys if p),
             execution_filter=_execution_filter(environ),
             target_bucket=_text(environ, "TARGET_BUCKET") or None,
-            root_folder_var=_env_name(environ, "ROOT_FOLDER_VAR", "ROOT_FOLDER"),
+            source_buckets=frozenset(b.strip() for b in _text(environ, "SOURCE_BUCKETS").split(",") if b.strip()),
+            expected_bucket_owner=_account_id(environ, "EXPECTED_BUCKET_OWNER"),
+            root_folder_var=root_folder_var,
             bucket_var=bucket_var,
             key_prefix_var=key_prefix_var,
             handler_timeout=_number(environ, "HANDLER_TIMEOUT", None, float, low=0.001),
@@ -1249,6 +1351,14 @@ FAST_PATH_BUFFERS = 32 * 1024 * 1024
 AUTH_FAILURES_BEFORE_OFF = 3
 
 
+#: S3's error codes that mean the fast path's own signature was refused (not the caller's rights).
+SIGNATURE_REFUSALS = (b"SignatureDoesNotMatch", b"AuthorizationHeaderMalformed", b"RequestTimeTooSkewed")
+
+
+#: Hosts whose idle connections the fast path keeps, the most recently used: botocore's pool keeps 10.
+FAST_PATH_HOSTS = 10
+
+
 #: Parameters S3's endpoint ruleset declares but, as checked at start-up, never reads.
 UNREAD_ENDPOINT_PARAMETERS = ("Key", "Prefix", "CopySource")
 
@@ -1287,15 +1397,16 @@ def key_path(key: str) -> str:
 
 
 def sign(
-    method: str, host: str, path: str, payload: str, credentials: Any, region: str, when: str, kind: str | None
+    method: str, host: str, path: str, payload: str, credentials: Any, region: str, when: str, extra: Mapping[str, str]
 ) -> dict:
-    """SigV4 headers for an S3 request without a query string: signed are content-type
-    (when given), host, x-amz-content-sha256 (the payload's real sha256), x-amz-date
-    and x-amz-security-token (temporary credentials), in that sorted order."""
-    headers = {"Content-Type": kind} if kind else {}
-    headers.update({"Host": host, "X-Amz-Content-SHA256": payload, "X-Amz-Date": when})
+    """SigV4 headers for an S3 request without a query string: signed are host,
+    x-amz-content-sha256 (the payload's real sha256), x-amz-date, x-amz-security-token
+    (temporary credentials) and the extra headers given (content-type,
+    x-amz-expected-bucket-owner), all in sorted order."""
+    headers = {"Host": host, "X-Amz-Content-SHA256": payload, "X-Amz-Date": when, **extra}
     if credentials.token:
         headers["X-Amz-Security-Token"] = credentials.token
+    headers = dict(sorted(headers.items(), key=lambda header: header[0].lower()))
     names = ";".join(name.lower() for name in headers)
     canonical = "".join(f"{name.lower()}:{' '.join(value.split())}\n" for name, value in headers.items())
     request = f"{method}\n{path}\n\n{canonical}\n{names}\n{payload}"
@@ -1365,20 +1476,23 @@ class FastPath:
     """Single-request GET and PUT of small objects without botocore's request machinery.
 
     botocore spends ~1 ms of CPU on each small request; this path, ~0.3 ms:
-    one keep-alive http.client connection per thread, SigV4 signed here,
-    credentials from botocore (frozen per request, so refreshed ones work),
-    the endpoint resolved by botocore's ruleset once per bucket. It is taken
-    only where certainly right (see resolve_target and __init__); `get` and
-    `put` return None or False for anything else, or any answer but a clean
-    200, and the caller does that object again through botocore, with its
-    retries, redirects and error types. Three authentication failures switch
+    keep-alive http.client connections, SigV4 signed here, credentials from
+    botocore (frozen per request, so refreshed ones work), the endpoint
+    resolved by botocore's ruleset once per bucket. It is taken only where
+    certainly right (see resolve_target and __init__), and it is exactly as
+    safe as botocore: it trusts exactly botocore's CAs, with TLS 1.2 or later,
+    and keeps at most as many connections (`concurrency` idle ones for each of
+    FAST_PATH_HOSTS hosts). `get` and `put` return None or False for
+    anything else: a connection that cannot be made, any answer but a clean
+    200; the caller then does that object again through botocore, with its
+    retries, redirects and error types. Three refusals of its signature switch
     it off for the process, with one warning.
 
     A PUT holds its body to sign its sha256 (S3 then verifies what it stores),
     so bodies are capped: 2 MiB, and 32 MiB across the transfer threads.
     """
 
-    def __init__(self, session: Any, client: Any, concurrency: int, enabled: bool) -> None:
+    def __init__(self, session: Any, client: Any, concurrency: int, enabled: bool, owner: str | None) -> None:
         import urllib.request  # with botocore (see aws_session), which imports it anyway
 
         import botocore.handlers
@@ -1392,13 +1506,14 @@ class FastPath:
         self.enabled = enabled and self.credentials is not None and not config.client_cert and verify is not None
         self.enabled &= not config.proxies and set(urllib.request.getproxies()) <= {"no"}
         self.enabled &= hasattr(client, "_ruleset_resolver")
-        self.max_bytes = min(FAST_PATH_MAX_BYTES, FAST_PATH_BUFFERS // concurrency)
+        self.concurrency, self.max_bytes = concurrency, min(FAST_PATH_MAX_BYTES, FAST_PATH_BUFFERS // concurrency)
         self.timeouts = (config.connect_timeout, config.read_timeout)
         self.user_agent = f"{config.user_agent} fast-path"
+        self.owner = {"X-Amz-Expected-Bucket-Owner": owner} if owner else {}
         self.ca_file = botocore.httpsession.get_cert_path(verify) if verify else None
         self._context: Any = None  # an ssl.SSLContext, made for the first HTTPS connection
         self.targets: dict[tuple[str, str], Target | None] = {}
-        self.local = threading.local()
+        self.idle: dict[tuple, list[http.client.HTTPConnection]] = {}  # by host, the most recently used last
         self.lock = threading.Lock()
         self.auth_failures = 0
         self.add_recursion_header = botocore.handlers.add_recursion_detection_header  # Lambda's loop detection
@@ -1408,7 +1523,7 @@ class FastPath:
         sent = self._send(bucket, "GetObject", "GET", key, b"", None)
         if sent is None:
             return None
-        connection, response = sent
+        target, connection, response = sent
         try:
             digest = write_hashing(iter(lambda: response.read(CHUNK), b""), path)
         except (OSError, http.client.HTTPException):
@@ -1417,6 +1532,7 @@ class FastPath:
         if not response.chunked and str(os.path.getsize(path)) != response.getheader("Content-Length"):
             connection.close()  # read() ends a cut body quietly: only the count tells
             return None
+        self._release(target, connection)
         return digest
 
     def put(self, bucket: str, key: str, path: str, content_type: str | None) -> bool:
@@ -1427,14 +1543,15 @@ class FastPath:
         if sent is None:
             return False
         try:
-            sent[1].read()
+            sent[2].read()
         except (OSError, http.client.HTTPException):
-            sent[0].close()
+            sent[1].close()
             return False
+        self._release(sent[0], sent[1])
         return True
 
     def _send(self, bucket: str, operation: str, method: str, key: str, body: bytes, kind: str | None) -> Any:
-        """One signed request: (connection, response) if S3 answered 200, else None."""
+        """One signed request: (target, connection, response) if S3 answered 200, else None."""
         target = self._target(bucket, operation)
         if target is None:
             return None
@@ -1442,54 +1559,85 @@ class FastPath:
         payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         when = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         frozen = self.credentials.get_frozen_credentials()
-        headers = sign(method, target.host_header, path, payload, frozen, target.region, when, kind)
+        extra = {**self.owner, **({"Content-Type": kind} if kind else {})}
+        headers = sign(method, target.host_header, path, payload, frozen, target.region, when, extra)
         headers["User-Agent"] = self.user_agent
         self.add_recursion_header({"headers": headers})
-        connection = self._connection(target)
-        try:
-            connection.request(method, path, body or None, headers)
-            response = connection.getresponse()
-        except (OSError, http.client.HTTPException):
-            connection.close()
-            return None
-        if response.status == 200:
-            return connection, response
-        connection.close()
-        self._refused(bucket, response.status)
+        for reuse in (True, False):  # a kept-alive connection the server closed meanwhile: once more on a new one
+            connection, reused = None, False
+            try:
+                connection, reused = self._connection(target, reuse)
+                connection.request(method, path, body or None, headers)
+                response = connection.getresponse()
+                if response.status == 200:
+                    return target, connection, response
+                self._refused(bucket, response.status, response.read(65536))
+                reused = False
+            except Exception:  # any other failure (refused, DNS, TLS, a cut answer): botocore's to do
+                pass
+            if connection is not None:
+                connection.close()
+            if not reused:
+                return None
         return None
 
     def _target(self, bucket: str, operation: str) -> Target | None:
         if not self.enabled:
             return None
-        if (bucket, operation) not in self.targets:
-            self.targets[bucket, operation] = resolve_target(self.client, bucket, operation)
-        return self.targets[bucket, operation]
+        with self.lock:
+            if (bucket, operation) in self.targets:
+                return self.targets[bucket, operation]
+        target = resolve_target(self.client, bucket, operation)
+        with self.lock:
+            self.targets[bucket, operation] = target
+        return target
 
-    def _connection(self, target: Target) -> http.client.HTTPConnection:
-        """This thread's keep-alive connection to the target's host; one the server closed while idle is renewed."""
-        connections = self.local.__dict__.setdefault("connections", {})
-        connection = connections.get((target.scheme, target.host, target.port))
-        if connection is None:
-            if target.scheme == "https":
-                connection = http.client.HTTPSConnection(target.host, target.port, context=self._ssl(), blocksize=CHUNK)
-            else:
-                connection = http.client.HTTPConnection(target.host, target.port, blocksize=CHUNK)
-            connections[target.scheme, target.host, target.port] = connection
-        if connection.sock is not None and select.select([connection.sock], [], [], 0)[0]:
-            connection.close()  # an idle socket with something to read: the server closed it
-        if connection.sock is None:
-            connection.timeout = self.timeouts[0]
-            connection.connect()
-            connection.sock.settimeout(self.timeouts[1])
-        return connection
+    def _connection(self, target: Target, reuse: bool) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle keep-alive connection to the target's host, or a new one; and whether it was
+        idle. One the server closed while idle (readable: EOF or stray bytes) is dropped; poll,
+        unlike select, takes a descriptor of any number."""
+        host = (target.scheme, target.host, target.port)
+        with self.lock:
+            idle = self.idle.pop(host, []) if reuse else []
+            connection = idle.pop() if idle else None
+            if idle:
+                self.idle[host] = idle  # now the most recently used
+        if connection is not None and connection.sock is not None:
+            poller = select.poll()
+            poller.register(connection.sock, select.POLLIN)
+            if not poller.poll(0):
+                return connection, True
+            connection.close()
+        if target.scheme == "https":
+            connection = http.client.HTTPSConnection(target.host, target.port, context=self._ssl(), blocksize=CHUNK)
+        else:
+            connection = http.client.HTTPConnection(target.host, target.port, blocksize=CHUNK)
+        connection.timeout = self.timeouts[0]
+        connection.connect()
+        connection.sock.settimeout(self.timeouts[1])
+        return connection, False
+
+    def _release(self, target: Target, connection: http.client.HTTPConnection) -> None:
+        """Keep a connection whose answer was read whole, within the pool's bounds."""
+        doomed = []
+        with self.lock:
+            idle = self.idle.setdefault((target.scheme, target.host, target.port), [])
+            (idle if len(idle) < self.concurrency and connection.sock is not None else doomed).append(connection)
+            while len(self.idle) > FAST_PATH_HOSTS:  # the least recently used host's
+                doomed.extend(self.idle.pop(next(iter(self.idle))))
+        for stale in doomed:
+            stale.close()
 
     def _ssl(self) -> Any:
+        """Trust exactly what botocore trusts (its CA bundle or folder, never the system's) over
+        TLS 1.2 or later, as its urllib3 does; or, with verify=False, nothing, as botocore."""
         import ssl  # with botocore (see aws_session), which imports it anyway
 
         with self.lock:
             if self._context is None:
-                self._context = ssl.create_default_context()
-                if self.ca_file is None:  # verify=False: botocore does not check either
+                self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # checks hostnames; trusts no CA yet
+                self._context.minimum_version = ssl.TLSVersion.TLSv1_2
+                if self.ca_file is None:
                     self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
                 elif os.path.isdir(self.ca_file):
                     self._context.load_verify_locations(capath=self.ca_file)
@@ -1497,19 +1645,18 @@ class FastPath:
                     self._context.load_verify_locations(cafile=self.ca_file)
             return self._context
 
-    def _refused(self, bucket: str, status: int) -> None:
+    def _refused(self, bucket: str, status: int, body: bytes) -> None:
         """A non-200 answer: resolve the bucket again next time (botocore may learn a
-        redirect's region meanwhile); count authentication failures."""
-        for operation in ("GetObject", "PutObject"):
-            self.targets.pop((bucket, operation), None)
+        redirect's region meanwhile); count the refusals of the signature itself (not a
+        403 of the caller's rights: a bucket policy, a KMS key)."""
+        code = re.search(rb"<Code>([A-Za-z]+)</Code>", body)
         with self.lock:
-            self.auth_failures += status in (401, 403)
-            if status in (401, 403) and self.auth_failures == AUTH_FAILURES_BEFORE_OFF:
+            for operation in ("GetObject", "PutObject"):
+                self.targets.pop((bucket, operation), None)
+            self.auth_failures += bool(code and code.group(1) in SIGNATURE_REFUSALS)
+            if self.enabled and self.auth_failures >= AUTH_FAILURES_BEFORE_OFF:
                 self.enabled = False
-                log.warning(
-                    "S3 refused %d fast-path requests as unauthenticated: botocore does them all now",
-                    self.auth_failures,
-                )
+                log.warning("S3 refused %d fast-path signatures: botocore does every request now", self.auth_failures)
 
 
 ###############################################################################
@@ -1617,6 +1764,11 @@ def _object_shape(item: dict) -> dict:
     return shaped
 
 
+def _expect_owner(owner: str, params: dict, model: Any, **_: Any) -> None:
+    if "ExpectedBucketOwner" in model.input_shape.members:
+        params.setdefault("ExpectedBucketOwner", owner)
+
+
 def _results(futures: Sequence[tuple[str, Any]], bucket: str, verb: str) -> list[Any]:
     """Wait for every transfer, so none still writes once the group ends;
     report the first failure by its s3:// name."""
@@ -1641,7 +1793,7 @@ class S3Store:
     pool live for the whole process, so connections are reused.
     """
 
-    def __init__(self, session: Any, concurrency: int, fast_path: bool = True) -> None:
+    def __init__(self, session: Any, concurrency: int, fast_path: bool = True, owner: str | None = None) -> None:
         import platform
 
         import botocore.config  # see aws_session
@@ -1659,7 +1811,9 @@ class S3Store:
         )
         self.client = session.create_client("s3", config=config)
         cache_endpoints_per_bucket(session, self.client)
-        self.fast = FastPath(session, self.client, concurrency, fast_path)
+        self.fast = FastPath(session, self.client, concurrency, fast_path, owner)
+        if owner:  # on every request that can carry it: S3 refuses it when another account owns the bucket
+            self.client.meta.events.register("before-parameter-build.s3", functools.partial(_expect_owner, owner))
         # botocore sends "Expect: 100-continue" with every file body, costing
         # each small single-request upload a round trip; keep it for multipart
         # parts only, where sparing a rejected 8 MiB body is worth one.
@@ -1708,9 +1862,16 @@ class S3Store:
 
     def _download(self, bucket: str, obj: dict, path: str) -> str:
         if obj["Size"] >= MULTIPART_THRESHOLD:
-            # The listed size spares s3transfer a HEAD request (a subscriber is any object with on_queued).
-            known = types.SimpleNamespace(on_queued=lambda future, **_: future.meta.provide_transfer_size(obj["Size"]))
-            self.manager.download(bucket, obj["Key"], path, subscribers=[known]).result()
+            # The listed size and ETag spare s3transfer a HEAD request, and its ranged GETs carry
+            # If-Match with that ETag: the parts are all of the object listed, never of two versions.
+            # (A subscriber is any object with on_queued.)
+            def listed(future: Any, **_: Any) -> None:
+                future.meta.provide_transfer_size(obj["Size"])
+                future.meta.provide_object_etag(obj["ETag"])
+
+            self.manager.download(
+                bucket, obj["Key"], path, subscribers=[types.SimpleNamespace(on_queued=listed)]
+            ).result()
             return file_digest(path)
         digest = self.fast.get(bucket, obj["Key"], path) if obj["Size"] <= self.fast.max_bytes else None
         if digest is not None:
@@ -1807,7 +1968,17 @@ EXIT_MARGIN_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+#: What the bridge never passes on from its own environment: the Runtime API's address, and what
+#: it sets itself for each handler.
+HANDLER_SET = frozenset({"AWS_LAMBDA_RUNTIME_API", "TRIGGERS_FILE", "BATCH_USER_ARGUMENTS", "S3_EVENT_BRIDGE_HANDLER"})
+
+
+#: The variable that marks a handler's processes (a random value per run): as PID 1, whose orphans
+#: arrive from anywhere, the bridge ends only the leftovers that carry it (or the handler's session).
+HANDLER_MARK = "S3_EVENT_BRIDGE_HANDLER"
 
 
 def _wake_only(signum: int, frame: Any) -> None:
@@ -1848,42 +2019,76 @@ def _end_group(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def become_subreaper() -> bool:
-    """Linux: let orphaned descendants of handlers be re-parented here, so they can be ended."""
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """Linux's prctl, loaded once (before any fork); None elsewhere."""
     try:
         import ctypes  # standard library; only the program (which runs handlers) needs it
 
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (ImportError, OSError, AttributeError):  # not Linux, or no ctypes: best effort
-        return False
+        return None
 
 
-def _stray_children() -> list[int]:
-    """Children of this process outside its own process group: only handlers' leftovers."""
-    me, group, found = os.getpid(), os.getpgrp(), []
-    try:
-        entries = [name for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:  # no /proc: nothing can be found
-        return found
-    for name in entries:
+def become_subreaper() -> bool:
+    """Linux: let orphaned descendants of handlers be re-parented here, so they can be ended."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _dies_with(parent: int) -> Callable[[], None]:
+    """What the handler's process does between fork and exec: take SIGKILL when the bridge dies
+    (SIGKILL, the OOM killer), or end at once if it already has."""
+    prctl = _prctl()
+
+    def child() -> None:
+        if prctl is not None and (prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent):
+            os._exit(127)
+
+    return child
+
+
+def _children() -> Iterator[tuple[int, bytes, int, int]]:
+    """This process's children, from /proc (none without it): pid, state, process group, session."""
+    with contextlib.suppress(OSError):
+        for name in [name for name in os.listdir("/proc") if name.isdigit()]:
+            try:
+                with open(f"/proc/{name}/stat", "rb") as status:
+                    state, ppid, pgrp, sid = status.read().rpartition(b")")[2].split()[:4]
+            except OSError:
+                continue
+            if int(ppid) == os.getpid():
+                yield int(name), state, int(pgrp), int(sid)
+
+
+def _strays(session: int, mark: bytes | None) -> list[int]:
+    """Children outside this process's group: a handler's leftovers. With a mark (as PID 1),
+    only those in the handler's session or whose environment carries the mark."""
+    found = []
+    for pid, _, pgrp, sid in _children():
         try:
-            with open(f"/proc/{name}/stat", "rb") as status:
-                ppid, pgrp = status.read().rpartition(b")")[2].split()[1:3]
-        except (OSError, ValueError):
+            if pgrp == os.getpgrp() or (mark is not None and sid != session and not _carries(pid, mark)):
+                continue
+        except OSError:
             continue
-        if int(ppid) == me and int(pgrp) != group:
-            found.append(int(name))
+        found.append(pid)
     return found
 
 
-def end_strays() -> None:
-    """Kill and reap the processes a handler left outside its process group (re-parented here).
+def _carries(pid: int, mark: bytes) -> bool:
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        return mark in environ.read().split(b"\0")
+
+
+def end_strays(session: int, mark: bytes | None) -> None:
+    """Kill and reap what a handler left outside its process group (re-parented here); as PID 1
+    (a mark given), also reap every other child that has exited, orphans of anyone's: never kill those.
 
     One this user may not signal (another user's, in this PID namespace) is
     spared, and reaped only if it has already exited.
     """
     spared: set[int] = set()
-    while strays := [pid for pid in _stray_children() if pid not in spared]:
+    while strays := [pid for pid in _strays(session, mark) if pid not in spared]:
         for pid in strays:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -1893,6 +2098,9 @@ def end_strays() -> None:
                 pass
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG if pid in spared else 0)
+    with contextlib.suppress(ChildProcessError):
+        while mark is not None and os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 class Supervisor:
@@ -1923,6 +2131,7 @@ class Supervisor:
         self.handler_group: int | None = None
         self.handler_ended = False
         self.relays: list[threading.Thread] = []
+        self.session, self.mark = 0, ""
         self.lock = threading.Lock()
         self.wake = self.waker = -1
 
@@ -1930,12 +2139,19 @@ class Supervisor:
     def stopping(self) -> bool:
         return bool(self.signum)
 
+    def _end_strays(self) -> None:
+        """End the last handler's leftovers; as PID 1, where the orphans of any process arrive,
+        only those of its session or carrying its mark."""
+        if self.reap:
+            end_strays(self.session, f"{HANDLER_MARK}={self.mark}".encode() if os.getpid() == 1 else None)
+
     @contextlib.contextmanager
     def listening(self) -> Iterator[None]:
         """Hear SIGTERM and SIGINT from now on (the wakeup fd records them), and no longer afterwards."""
         self.wake, self.waker = os.pipe()
         os.set_blocking(self.waker, False)
-        previous = [signal.signal(signum, _wake_only) for signum in STOP_SIGNALS]
+        heard = (*STOP_SIGNALS, signal.SIGCHLD) if self.reap and os.getpid() == 1 else STOP_SIGNALS
+        previous = [signal.signal(signum, _wake_only) for signum in heard]
         previous_fd = signal.set_wakeup_fd(self.waker)
         try:
             yield
@@ -1943,7 +2159,7 @@ class Supervisor:
             signal.alarm(0)
             gc.enable()
             signal.set_wakeup_fd(previous_fd)
-            for signum, handler in zip(STOP_SIGNALS, previous):
+            for signum, handler in zip(heard, previous):
                 signal.signal(signum, handler)
 
     @contextlib.contextmanager
@@ -1958,19 +2174,28 @@ class Supervisor:
                 self.busy = False
 
     def start_handler(self, command: Sequence[str], env: Mapping[str, str], relay: bool) -> subprocess.Popen:
-        """Start the handler in its own process group, unless stopping; with `relay`, its
-        output lines are logged as records of their own (JSON logs) instead of passed through."""
+        """Start the handler, unless stopping: in a session and process group of its own, with
+        stdin from /dev/null, no descriptor of the bridge's but stdout and stderr (pipes, with
+        `relay`: its lines are logged as records of their own), default signal dispositions,
+        and SIGKILL should the bridge die."""
         pipe = subprocess.PIPE if relay else None
         with self.lock:
             if self.signum:
                 raise GroupError("shutting down: the handler was not started", "shut_down")
             try:
                 process = subprocess.Popen(
-                    list(command), env=dict(env), start_new_session=True, stdout=pipe, stderr=pipe
+                    list(command),
+                    env=dict(env),
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=pipe,
+                    stderr=pipe,
+                    preexec_fn=_dies_with(os.getpid()),  # prctl only: takes no lock a fork could leave held
                 )
             except (OSError, ValueError) as exc:
                 raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
             self.handler_group, self.handler_ended = process.pid, False
+            self.session, self.mark = process.pid, env.get(HANDLER_MARK, "")
         try:
             self.relays = (
                 [relay_lines(process.stdout, "stdout"), relay_lines(process.stderr, "stderr")] if relay else []
@@ -1999,8 +2224,7 @@ class Supervisor:
             with self.lock:
                 self.handler_group = None
             _signal_group(process.pid, signal.SIGKILL)
-            if self.reap:
-                end_strays()
+            self._end_strays()
             until = time.monotonic() + KILL_GRACE_SECONDS  # its last lines; a stray holding the pipe is not awaited
             for relay in self.relays:
                 relay.join(max(0.0, until - time.monotonic()))
@@ -2019,6 +2243,14 @@ class Supervisor:
         status: list[int] = []
         threading.Thread(target=_work_thread, args=(work, status, self.waker), daemon=True).start()
         event = os.read(self.wake, 1)[0]
+        while event == signal.SIGCHLD:  # as PID 1: a child has exited, maybe an orphan of anyone's
+            with self.lock:  # a handler just started is known here, and its status is its own wait's
+                running = self.handler_group
+            for pid, state, _, _ in _children():
+                if state == b"Z" and pid != running:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
+            event = os.read(self.wake, 1)[0]
         if event:
             self._stop(event, cut)
         return status[0] if status else stopped
@@ -2044,8 +2276,7 @@ class Supervisor:
         if not _work_done(self.wake, EXIT_MARGIN_SECONDS):
             try:
                 log.error("stopping now, with the running group unfinished: its messages are not acknowledged")
-                if self.reap:
-                    end_strays()
+                self._end_strays()
             finally:
                 os._exit(cut)
 
@@ -2279,6 +2510,8 @@ class Bridge:
         """
         report = GroupReport(group)
         try:
+            if self.config.source_buckets and group.bucket not in self.config.source_buckets:
+                raise ConfigError(f"SOURCE_BUCKETS: s3://{group.bucket} is not one of them; nothing was run")
             work = make_work_folder()
             try:
                 self._steps(group, report, work, deadline)
@@ -2339,15 +2572,21 @@ class Bridge:
         return objects
 
     def handler_environment(self, group: Group, work: WorkFolder) -> dict[str, str]:
-        """What the handler is given: the bridge's environment, its folder, the group's bucket and
-        prefix, the file that lists the keys that triggered it, and a Batch Operations job's arguments."""
-        config = self.config
-        env = {**self.environ, config.root_folder_var: work.root, config.bucket_var: group.bucket}
-        env.update({config.key_prefix_var: group.prefix, "TRIGGERS_FILE": work.write_triggers(group)})
-        env.pop("BATCH_USER_ARGUMENTS", None)
-        if group.job is not None:
-            env["BATCH_USER_ARGUMENTS"] = group.job
-        return env
+        """The one place that decides what the handler's environment holds: the bridge's own
+        (its AWS credentials included: a handler may call AWS as the function), less the Runtime
+        API's address (a handler could take the next invocation away from the bridge); plus its
+        folder, the group's bucket and prefix, the file of the keys that triggered it, a Batch
+        Operations job's arguments, and the mark that tells its processes from any other's."""
+        config, inherited = self.config, {k: v for k, v in self.environ.items() if k not in HANDLER_SET}
+        return {
+            **inherited,
+            config.root_folder_var: work.root,
+            config.bucket_var: group.bucket,
+            config.key_prefix_var: group.prefix,
+            "TRIGGERS_FILE": work.write_triggers(group),
+            HANDLER_MARK: os.urandom(8).hex(),
+            **({"BATCH_USER_ARGUMENTS": group.job} if group.job is not None else {}),
+        }
 
     def _pull(self, group: Group, objects: list[dict], root: str, report: GroupReport) -> dict[str, tuple[int, str]]:
         """Pull the matching objects; return each pulled file's (size, sha256)."""
@@ -2538,6 +2777,8 @@ def _refusal(message: Message, config: Config) -> str | None:
     if message.error is not None:
         return message.error
     key = message.refs[0].key
+    if config.source_buckets and message.refs[0].bucket not in config.source_buckets:
+        return "the bucket is not one of SOURCE_BUCKETS"
     if config.match_key and not config.match_key.search(key):
         return "the key does not match MATCH_KEY"
     prefix = key_prefix(key, config.pull_parent_dirs)
@@ -2756,10 +2997,13 @@ def serve_sqs(bridge: Bridge, sqs: Any) -> int:
     return 0
 
 
-def sqs_client(session: Any) -> Any:
+def sqs_client(session: Any, attempts: int | None = None) -> Any:
+    """SQS, with botocore's standard retries; backfill's with none (attempts=1): a send whose answer
+    was lost may have arrived, and must never be repeated."""
     import botocore.config  # see aws_session
 
-    return session.create_client("sqs", config=botocore.config.Config(retries={"mode": "standard"}))
+    retries = {"mode": "standard", **({"total_max_attempts": attempts} if attempts else {})}
+    return session.create_client("sqs", config=botocore.config.Config(retries=retries))
 
 
 ###############################################################################
@@ -2768,6 +3012,17 @@ def sqs_client(session: Any) -> Any:
 
 
 BACKFILL_ATTEMPTS = 3
+
+
+def _may_have_arrived(error: Exception) -> bool:
+    """Whether a failed call may have reached the service: unless no connection was made, or
+    it answered 4xx (a whole call refused, throttled: nothing of it was done), it may have."""
+    import botocore.exceptions  # see aws_session
+
+    if isinstance(error, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError)):
+        return False
+    status = (getattr(error, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return not 400 <= status < 500
 
 
 #: A backfilled notification's s3.configurationId, and the principal named as having caused it.
@@ -2821,6 +3076,7 @@ class Backfill:
     matched: int = 0
     sent: int = 0
     failed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
 
     def notify(self, pages: Iterable[dict], bucket: str, config: Config, region: str) -> int:
         groups: set[str] = set()
@@ -2845,11 +3101,12 @@ class Backfill:
             log.error("listing s3://%s failed after %d objects: %s", bucket, self.listed, exc)
             self.failed.append(f"the rest of s3://{bucket}")
         self._send(batch)
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.unknown else 0
 
     def _send(self, batch: list[tuple[str, str]]) -> None:
-        """Send up to 10 messages. Entries SQS refused are sent again; a call that broke is not,
-        since its messages may have arrived: no object is sent twice."""
+        """Send up to 10 messages, at most once each. Entries SQS refused are sent again, and so
+        is a call that never reached SQS (no connection made, or a 4xx answer); a call that may
+        have reached it (its answer lost, a 5xx) is not: its messages count as unknown."""
         pending = {str(n): item for n, item in enumerate(batch)}
         why: dict[str, str] = {}
         for attempt in range(BACKFILL_ATTEMPTS):
@@ -2860,8 +3117,14 @@ class Backfill:
             try:
                 answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception as exc:
-                why = dict.fromkeys(pending, f"the call failed, and whether it arrived is unknown: {exc}")
-                break
+                if _may_have_arrived(exc):
+                    log.error(
+                        "sending %d messages: %s; they may have arrived, and are not sent again", len(pending), exc
+                    )
+                    self.unknown.extend(key for key, _ in pending.values())
+                    return
+                why = dict.fromkeys(pending, f"the call failed before reaching SQS: {exc}")
+                continue
             self.sent += len(answer.get("Successful", ()))
             why = {failure["Id"]: failure.get("Message", failure.get("Code")) for failure in answer.get("Failed", ())}
             pending = {n: pending[n] for n in why}
@@ -2873,7 +3136,8 @@ class Backfill:
 
     def summary(self) -> str:
         counts = f"listed {self.listed} objects, {self.matched} matching MATCH_KEY; sent {self.sent} messages"
-        return f"{counts} (one per {self.per}), {len(self.failed)} not sent"
+        unknown = f", {len(self.unknown)} unknown (they may have arrived; not sent again)" if self.unknown else ""
+        return f"{counts} (one per {self.per}), {len(self.failed)} not sent{unknown}"
 
 
 ###############################################################################
@@ -3106,7 +3370,8 @@ def _startup_failed(exc: Exception) -> int:
 
 
 def s3_bridge(config: Config, environ: Any, session: Any, supervisor: Supervisor) -> Bridge:
-    return Bridge(config, S3Store(session, config.transfer_concurrency, config.fast_path), environ, supervisor)
+    store = S3Store(session, config.transfer_concurrency, config.fast_path, config.expected_bucket_owner)
+    return Bridge(config, store, environ, supervisor)
 
 
 def main_lambda(args: Any, environ: Any, bundle: Bundle | None, supervisor: Supervisor) -> int:
@@ -3165,11 +3430,13 @@ def main_backfill(args: Any, config: Config, files: str | None, supervisor: Supe
     bucket, prefix = _bucket_and_prefix(args, config)
     if not config.sqs_queue_url:
         raise ConfigError("SQS_QUEUE_URL: backfill needs the queue to send to")
+    if config.source_buckets and bucket not in config.source_buckets:
+        raise ConfigError(f"SOURCE_BUCKETS: s3://{bucket} is not one of them")
     session = aws_session(files)
-    store = S3Store(session, config.transfer_concurrency)
+    store = S3Store(session, config.transfer_concurrency, owner=config.expected_bucket_owner)
     pages = store.pages(bucket, prefix, FetchOwner=True)
     per = "object" if config.group_by == "object" else "group"
-    backfill = Backfill(sqs_client(session), config.sqs_queue_url, sys.stderr.isatty(), per)
+    backfill = Backfill(sqs_client(session, attempts=1), config.sqs_queue_url, sys.stderr.isatty(), per)
     region = store.client.meta.region_name
     status = supervisor.supervise(functools.partial(backfill.notify, pages, bucket, config, region), stopped=1)
     print(("\n" if backfill.interactive else "") + backfill.summary())

@@ -32,12 +32,14 @@ class FaultyProxy:
         self.throttle = 0
         self.rewrite_sqs = None  # (target, body dict) -> body dict
         self.stall = None  # (method, path) -> bool: hold that request until heal() or close()
-        self.answer = None  # (method, path) -> status or None: answer that status instead of forwarding
+        self.answer = None  # (method, path) -> status, (status, code) or None: answer that instead of forwarding
         self.close_each = False
+        self.lose = None  # (method, path, X-Amz-Target) -> bool: forward it, then drop the answer
         self.agents: list[str] = []
         self.stalled: list[tuple[str, str]] = []
         self.released = threading.Event()
         self.served: list[tuple[str, str, int]] = []
+        self.requests: list[tuple[str, str, dict]] = []  # method, path and headers of each request forwarded
         self.lock = threading.Lock()
         owner = self
 
@@ -66,11 +68,11 @@ class FaultyProxy:
                     throttled = owner.throttle > 0
                     owner.throttle -= throttled
                     planned = owner.answer and owner.answer(self.command, self.path)
-                if planned:
-                    owner._record(self.command, self.path, planned)
-                    return self._answer(
-                        planned, {"Content-Type": "application/xml"}, b"<Error><Code>Planned</Code></Error>"
-                    )
+                if planned:  # a status, or (status, S3 error code)
+                    status, code = planned if isinstance(planned, tuple) else (planned, "Planned")
+                    owner._record(self.command, self.path, status)
+                    body = f"<Error><Code>{code}</Code></Error>".encode()
+                    return self._answer(status, {"Content-Type": "application/xml"}, body)
                 if throttled:
                     owner._record(self.command, self.path, 503)
                     return self._answer(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
@@ -78,6 +80,8 @@ class FaultyProxy:
                 if owner.rewrite_sqs and target and body:
                     body = json.dumps(owner.rewrite_sqs(target, json.loads(body))).encode()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}}
+                with owner.lock:
+                    owner.requests.append((self.command, self.path, dict(headers)))
                 # moto reads other hosts as virtual-hosted buckets; SeaweedFS checks the Host that was signed
                 headers["Host"] = self.headers.get("Host", owner.upstream) if owner.keep_host else owner.upstream
                 if body is not None:
@@ -91,6 +95,8 @@ class FaultyProxy:
                 finally:
                     upstream.close()
                 owner._record(self.command, self.path, answer.status)
+                if owner.lose and owner.lose(self.command, self.path, target):
+                    return self._drop()
                 cut = owner.cut_responses_after
                 if cut is not None and len(data) > cut and self.command == "GET":
                     return self._answer(answer.status, answer_headers, data, send=cut)
@@ -132,7 +138,7 @@ class FaultyProxy:
         self.cut_responses_after = self.cut_requests_after = None
         self.throttle = 0
         self.rewrite_sqs = None
-        self.stall = self.answer = None
+        self.stall = self.answer = self.lose = None
         self.close_each = False
         self.released.set()
 

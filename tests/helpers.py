@@ -24,7 +24,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check, timeout: float = 15.0, what: str = "condition"):
+def wait_until(check, timeout: float = 30.0, what: str = "condition"):
     """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -87,7 +87,7 @@ def sqs_event(messages: list[dict]) -> dict:
     }
 
 
-def receive(sqs, queue_url: str, count: int, skip_test_event: bool = True, timeout: float = 20) -> list[dict]:
+def receive(sqs, queue_url: str, count: int, skip_test_event: bool = True, timeout: float = 60) -> list[dict]:
     """Receive exactly `count` messages (polling with a deadline), deleting none."""
     got: list[dict] = []
 
@@ -167,3 +167,12 @@ def lambda_keeps(line: str, application_log_level: str) -> bool:
     rfc3339 = isinstance(stamp, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", stamp)
     known = isinstance(level, str) and level.upper() in LAMBDA_ORDER and rfc3339
     return LAMBDA_ORDER.index(level.upper() if known else "INFO") >= LAMBDA_ORDER.index(application_log_level)
+
+
+def stopped_within(grace: float = 0.0) -> float:
+    """The seconds a stopping bridge may take, from its own constants: its kernel alarm ends it at
+    int(grace + KILL_GRACE_SECONDS + EXIT_MARGIN_SECONDS) + 2 whatever runs; plus room for a busy
+    machine to deliver the signal and tear the process down."""
+    import bridge
+
+    return int(grace + bridge.KILL_GRACE_SECONDS + bridge.EXIT_MARGIN_SECONDS) + 2 + 5

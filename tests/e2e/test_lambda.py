@@ -1,8 +1,10 @@
 """The bridge as a Lambda bootstrap process, against real servers."""
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import bridge
 import helpers
 from helpers import (
     AWS_ENV,
+    ROOT,
     UPPERCASE,
     keys,
     notifying_queue,
@@ -20,6 +23,7 @@ from helpers import (
     receive,
     s3_event,
     sqs_event,
+    stopped_within,
     wait_until,
 )
 
@@ -74,7 +78,7 @@ def test_a_real_deadline_cuts_a_sleeping_handler(runtime_api, start_function, s3
         "r1", s3_event(bucket, "slow/input.txt"), {"Lambda-Runtime-Deadline-Ms": str(deadline_ms)}
     )
     assert (request_id, kind, error_type) == ("r1", "error", "Bridge.GroupFailed")
-    assert time.monotonic() - started < 3 + 5
+    assert time.monotonic() - started < 3 + stopped_within()
     assert keys(s3, bucket) == ["slow/input.txt"]
 
 
@@ -87,7 +91,7 @@ def test_trace_id_reaches_the_handler_and_logs_are_json_without_secrets(runtime_
         result = runtime_api.invoke(f"r{n}", s3_event(bucket, "t/input.txt"), headers)
         assert result[:2] == (f"r{n}", "response")
         assert read(s3, bucket, "t/trace") == trace.encode(), "set for each invocation, cleared when absent"
-    summaries = wait_until(lambda: _summaries(function.output()), 10, "summary lines")
+    summaries = wait_until(lambda: _summaries(function.output()), 30, "summary lines")
     assert summaries[0]["bucket"] == bucket and summaries[0]["outcome"] == "succeeded"
     assert summaries[0]["requestId"] == "r1"
     assert AWS_ENV["AWS_SECRET_ACCESS_KEY"] not in function.output()
@@ -239,7 +243,7 @@ def test_a_handler_cut_by_its_deadline_has_its_seconds_and_outcome_in_the_summar
     function = start_function(runtime_api.address, ["sleep", "60"], **settings)
     result = runtime_api.invoke("r1", s3_event(bucket, "late/input.txt"))
     assert result[1] == "error"
-    (summary,) = wait_until(lambda: _summaries(function.output()), 10, "the summary")
+    (summary,) = wait_until(lambda: _summaries(function.output()), 30, "the summary")
     assert summary["outcome"] == "timed_out" and summary["handler_seconds"] >= 1
     assert (summary["groups_failed"], summary["groups_timed_out"], summary["groups_succeeded"]) == (1, 1, 0)
     names = [metric["Name"] for metric in summary["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
@@ -258,3 +262,45 @@ def test_group_by_object_through_the_emulator_runs_each_object_of_a_folder_alone
     status, body = emulator.invoke(sqs_event(messages))
     assert (status, body) == (200, {"batchItemFailures": []}), function.output()
     assert read(s3, bucket, "img/a.jpg.list") == b"a.jpg\n" and read(s3, bucket, "img/b.jpg.list") == b"b.jpg\n"
+
+
+INSPECT = """
+import json, os, signal
+root = os.environ["ROOT_FOLDER"]
+fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+seen = {
+    "names": sorted(os.environ),
+    "fds": [fd for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")],
+    "stdin": os.readlink("/proc/self/fd/0"),
+    "cwd": os.getcwd(),
+    "umask": os.umask(0),
+    "session_leader": os.getsid(0) == os.getppid(),
+}
+open(os.path.join(root, "seen.json"), "w").write(json.dumps(seen))
+"""
+
+
+def test_the_handler_inherits_what_the_readme_lists_and_never_the_runtime_api(runtime_api, start_function, s3, bucket):
+    put(s3, bucket, "env/input.txt")
+    shell = f'grep -E "^Sig(Ign|Blk)" /proc/$$/status > "$ROOT_FOLDER/signals"; {sys.executable} -I -c "$INSPECT"'
+    function = start_function(runtime_api.address, ["/bin/sh", "-c", shell], INSPECT=INSPECT)
+    result = runtime_api.invoke("r1", s3_event(bucket, "env/input.txt"))
+    assert result[1] == "response", function.output()
+    seen = json.loads(read(s3, bucket, "env/seen.json"))
+    assert "AWS_LAMBDA_RUNTIME_API" not in seen["names"], "a handler could take the next invocation away"
+    expected = {
+        "ROOT_FOLDER",
+        "BUCKET",
+        "KEY_PREFIX",
+        "TRIGGERS_FILE",
+        bridge.HANDLER_MARK,
+        "AWS_ACCESS_KEY_ID",
+        "INSPECT",
+    }
+    assert expected <= set(seen["names"]) and "BATCH_USER_ARGUMENTS" not in seen["names"]
+    assert seen["fds"] == [0, 1, 2] and seen["stdin"] == "/dev/null", "no descriptor of the bridge's"
+    assert seen["cwd"] == str(ROOT) and seen["session_leader"], "the bridge's folder; a session of its own"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert seen["umask"] == umask, "the bridge's umask"
+    assert read(s3, bucket, "env/signals") == b"SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"

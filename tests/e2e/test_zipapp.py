@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -94,6 +95,36 @@ def test_a_filtered_invocation_succeeds_under_every_interpreter(minor, copy, aws
     assert read(s3, bucket, "job/output.txt") == b"ABC"
     jq_folders = [p.name for p in (tmp_path / "cache" / build_id()).iterdir() if p.name.startswith("jq-")]
     assert jq_folders == [f"jq-cp3{minor}-manylinux_2_26-{os.uname().machine}"]
+
+
+#: Under each interpreter: the bridge's reading of every row of the regex table, where it differs.
+REGEX_ROWS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import bridge
+wrong = []
+for row in json.load(open(sys.argv[2], encoding="utf-8")):
+    try:
+        got = bool(bridge.compile_regex(row["pattern"], "MATCH_KEY").search(row["key"]))
+    except bridge.ConfigError:
+        got = "refused"
+    if got != row["bridge"]:
+        wrong.append([row["pattern"], row["key"], row["bridge"], got])
+print(json.dumps(wrong))
+"""
+
+
+@pytest.mark.parametrize("minor", [9, 10, 11, 12, 13, 14])
+def test_every_interpreter_reads_the_regex_table_as_the_crate_does(minor):
+    """Case folding depends on each CPython's Unicode version (13.0 in 3.9 to 15.1 in 3.13; the crate has 16):
+    the table's rows, the crate's own answers, hold under each."""
+    python = interpreter(minor)
+    if python is None:
+        pytest.skip(f"CPython 3.{minor} is not installed on this machine")
+    table = ROOT / "tests" / "data" / "regexes.json"
+    answer = subprocess.run([python, "-I", "-c", REGEX_ROWS, str(ROOT), str(table)], capture_output=True, text=True)
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout) == []
 
 
 def test_a_filter_on_an_interpreter_without_a_jq_build_is_an_init_error_listing_the_builds(copy, aws_env, tmp_path):

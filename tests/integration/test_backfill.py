@@ -97,6 +97,31 @@ def test_refused_entries_are_sent_again_then_reported_and_none_is_sent_twice(
         assert "1 not sent" in result.stdout
 
 
+def test_a_send_whose_answer_was_lost_is_never_repeated_and_is_reported_unknown(moto_url, aws_env, sqs, filled, queue):
+    """botocore would resend a batch whose answer it never got: every message would arrive twice."""
+    proxy = FaultyProxy(moto_url)
+    losses = []
+
+    def lose(method, path, target):
+        losses.extend([target] if target.endswith("SendMessageBatch") else [])
+        return target.endswith("SendMessageBatch")
+
+    proxy.lose = lose
+    try:
+        env = {"PATH": os.environ["PATH"], **aws_env, "AWS_ENDPOINT_URL": proxy.url, "SQS_QUEUE_URL": queue}
+        result = backfill(env, "--bucket", filled, MATCH_KEY=r"\.csv$", GROUP_BY="object")
+    finally:
+        proxy.close()
+    assert result.returncode == 1, result.stderr
+    bodies = [m["Body"] for m in drain(sqs, queue)]
+    assert len(bodies) == 9 and len(set(bodies)) == 9, "each object's message arrived once, never twice"
+    assert len(losses) == 1, "the batch was sent once"
+    assert (
+        "sent 0 messages (one per object), 0 not sent, 9 unknown (they may have arrived; not sent again)"
+        in result.stdout
+    )
+
+
 def test_a_backfill_drained_by_a_consume_worker_runs_every_group(aws_env, s3, sqs, filled, queue, tmp_path):
     env = {"PATH": os.environ["PATH"], **aws_env, "SQS_QUEUE_URL": queue, "MATCH_KEY": r"\.csv$"}
     assert backfill(env, "--bucket", filled).returncode == 0

@@ -4,11 +4,16 @@ HTTPS; and faults injected in front of moto, each of which hands the object back
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
 import hashlib
+import json
 import logging
 import os
+import socket
+import ssl
 import subprocess
+import sys
 from unittest import mock
 
 import botocore.credentials
@@ -82,7 +87,7 @@ def test_a_wrong_secret_is_refused_and_after_three_refusals_botocore_does_everyt
             with pytest.raises(bridge.GroupError, match="SignatureDoesNotMatch"):  # botocore, doing it again, too
                 wrong.upload(BUCKET, [(str(tmp_path / "f"), f"refused/{n}")])
     assert not wrong.fast.enabled and wrong.fast.auth_failures == bridge.AUTH_FAILURES_BEFORE_OFF
-    assert len([r for r in caplog.records if "botocore does them all" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "botocore does every request now" in r.getMessage()]) == 1
     assert "Contents" not in store.client.list_objects_v2(Bucket=BUCKET, Prefix="refused/")
 
 
@@ -171,16 +176,31 @@ def test_any_answer_but_200_hands_the_object_to_botocore(status, faulty, s3, buc
     assert store.fast.enabled and store.fast.auth_failures == 0
 
 
-def test_three_authentication_refusals_switch_the_fast_path_off_with_one_warning(faulty, s3, bucket, tmp_path, caplog):
+def test_three_refusals_of_its_signature_switch_the_fast_path_off_with_one_warning(
+    faulty, s3, bucket, tmp_path, caplog
+):
     for n in range(6):
         put(s3, bucket, f"auth/k{n}", b"x")
     store = bridge.S3Store(bridge.aws_session(None), 4)
-    faulty.answer = lambda method, path: 403 if "fast-path" in faulty.agents[-1] else None
+    refused = (403, "SignatureDoesNotMatch")
+    faulty.answer = lambda method, path: refused if "fast-path" in faulty.agents[-1] else None
     with caplog.at_level(logging.WARNING, bridge.log.name):
         for n in range(6):
             assert fetch(store, bucket, f"auth/k{n}", 1, tmp_path / "k") == hashlib.sha256(b"x").hexdigest()
     assert by_fast_path(faulty).count(True) == bridge.AUTH_FAILURES_BEFORE_OFF
-    assert len([r for r in caplog.records if "botocore does them all" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "botocore does every request now" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "InvalidObjectState", "KMS.DisabledException"])
+def test_refusals_of_the_callers_rights_never_switch_the_fast_path_off(code, faulty, s3, bucket, tmp_path):
+    """A KMS key or a bucket policy that denies some objects says nothing about the fast path's signature."""
+    for n in range(6):
+        put(s3, bucket, f"denied/k{n}", b"x")
+    store = bridge.S3Store(bridge.aws_session(None), 4)
+    faulty.answer = lambda method, path: (403, code) if "fast-path" in faulty.agents[-1] else None
+    for n in range(6):
+        assert fetch(store, bucket, f"denied/k{n}", 1, tmp_path / "k") == hashlib.sha256(b"x").hexdigest()
+    assert by_fast_path(faulty).count(True) == 6 and store.fast.enabled and store.fast.auth_failures == 0
 
 
 def test_a_connection_the_server_closed_while_idle_is_renewed_not_failed(faulty, s3, bucket, tmp_path):
@@ -212,3 +232,138 @@ def test_the_fast_path_is_what_moves_small_objects_through_a_group(faulty, make_
     faulty.agents.clear()
     assert off.process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "grp/input.txt"),))]) == []
     assert not any(by_fast_path(faulty))
+
+
+# --- exactly as safe as botocore, and never less available ----------------------------------------
+
+
+def test_the_fast_path_trusts_exactly_botocores_cas_not_the_systems(weed, tmp_path, monkeypatch):
+    """The server's certificate is in the system's trust (SSL_CERT_FILE), not in AWS_CA_BUNDLE: botocore
+    refuses it, so the fast path must too, and store nothing."""
+    other_ca, _ = seaweedfs.make_certificate(tmp_path)
+    for name, value in weed.environment(weed.https_url).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("SSL_CERT_FILE", weed.ca_file)
+    monkeypatch.setenv("AWS_CA_BUNDLE", other_ca)
+    weed.client().put_object(Bucket=BUCKET, Key="trust/k", Body=b"from a server botocore does not trust")
+    store = bridge.S3Store(bridge.aws_session(None), 4)
+    assert store.fast.get(BUCKET, "trust/k", str(tmp_path / "got")) is None
+    assert not (tmp_path / "got").exists() or (tmp_path / "got").read_bytes() == b""
+    with pytest.raises(botocore.exceptions.SSLError):
+        store.client.get_object(Bucket=BUCKET, Key="trust/k")
+    context = store.fast._ssl()
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert [c["subject"] for c in context.get_ca_certs()] == [c["subject"] for c in ca_certs(other_ca)]
+
+
+def ca_certs(path: str) -> list[dict]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=path)
+    return context.get_ca_certs()
+
+
+#: Keep-alive HTTP servers on many ports, in a process of their own (so that this process's sockets are the
+#: client's alone): each answers any GET with 200 and a 4-byte body. Prints the ports, serves until stdin closes.
+SERVERS = """
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"body")
+
+servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(int(sys.argv[1]))]
+for server in servers:
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+print(json.dumps([s.server_address[1] for s in servers]), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def hosts():
+    """Ports of 80 keep-alive servers, one per host the fast path may talk to."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVERS, "80"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield json.loads(process.stdout.readline())
+    finally:
+        process.stdin.close()
+        process.wait(10)
+
+
+def sockets() -> int:
+    """This process's open sockets (the descriptor listdir itself used is gone by the readlink)."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return sum(link.startswith("socket:") for link in links)
+
+
+def aimed(fast: bridge.FastPath, ports: list[int]) -> None:
+    """Bucket bN goes to the Nth server, as botocore's ruleset would send a bucket to its own host."""
+    targets = {
+        f"b{n}": bridge.Target("http", "127.0.0.1", port, f"127.0.0.1:{port}", "", "us-east-1")
+        for n, port in enumerate(ports)
+    }
+    fast._target = lambda bucket, operation: targets[bucket]
+
+
+def test_connections_stay_bounded_however_many_buckets_a_worker_sees(aws_env, hosts, tmp_path):
+    """80 buckets (each its own host under virtual-hosted addressing) at 16 threads: at most botocore's
+    bound stays open, 16 idle connections for each of the 10 most recently used hosts."""
+    before = sockets()
+    store = bridge.S3Store(bridge.aws_session(None), 16)
+    aimed(store.fast, hosts)
+
+    def fetch_all(thread: int) -> list[str | None]:
+        return [store.fast.get(f"b{n}", "k", str(tmp_path / f"{thread}-{n}")) for n in range(80) for _ in range(2)]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        digests = [d for got in pool.map(fetch_all, range(16)) for d in got]
+    assert set(digests) == {hashlib.sha256(b"body").hexdigest()}, "every request answered, none handed over"
+    idle = sum(len(connections) for connections in store.fast.idle.values())
+    assert len(store.fast.idle) <= bridge.FAST_PATH_HOSTS and idle <= bridge.FAST_PATH_HOSTS * 16
+    assert sockets() - before <= bridge.FAST_PATH_HOSTS * 16 + 1  # botocore's client holds none yet
+
+
+def test_an_idle_connection_is_checked_whatever_its_descriptor_number(aws_env, hosts, tmp_path):
+    """select() cannot take a descriptor at or above 1024; the check of an idle connection must not use it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"this machine allows {hard} open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        store = bridge.S3Store(bridge.aws_session(None), 1)
+        aimed(store.fast, hosts)
+        for _ in range(3):
+            assert store.fast.get("b0", "k", str(tmp_path / "k")) == hashlib.sha256(b"body").hexdigest()
+        (connection,) = store.fast.idle[("http", "127.0.0.1", hosts[0])]
+        assert connection.sock.fileno() >= 1024
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_connection_that_cannot_be_made_hands_the_object_to_botocore(aws_env, tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = bridge.S3Store(bridge.aws_session(None), 1)
+    aimed(store.fast, [port])
+    assert store.fast.get("b0", "k", str(tmp_path / "k")) is None
+    assert not store.fast.put("b0", "k", __file__, None)

@@ -13,7 +13,7 @@ import pytest
 from faulty_proxy import FaultyProxy
 
 import bridge
-from helpers import BRIDGE, keys, notifying_queue, put, read, s3_event, unique, wait_until
+from helpers import BRIDGE, keys, notifying_queue, put, read, s3_event, stopped_within, unique, wait_until
 
 
 def bridge_env(aws_env, **settings):
@@ -238,8 +238,7 @@ def test_sigterm_ends_a_job_past_the_grace_period_and_keeps_its_message(clients,
     wait_until(started.exists, 30, "the handler to start")
     began = time.monotonic()
     assert worker.stop(signal.SIGTERM, timeout=60) == 0
-    grace = bridge.SHUTDOWN_GRACE_SECONDS + bridge.KILL_GRACE_SECONDS + bridge.EXIT_MARGIN_SECONDS
-    assert time.monotonic() - began < grace + 3
+    assert time.monotonic() - began < stopped_within(bridge.SHUTDOWN_GRACE_SECONDS)
     assert keys(s3, bucket) == ["stuck/input.txt"]
     assert queue_counts(clients["sqs"], url) == (0, 1), "the message is kept, to come back after its visibility timeout"
     assert "not started" not in worker.output() and "handler ended by shutdown" in worker.output()
@@ -251,7 +250,7 @@ def test_an_idle_worker_stops_at_once_on_sigint(clients, bucket, workers):
     wait_until(lambda: "consuming" in worker.output(), 20, "the worker to start")
     began = time.monotonic()
     assert worker.stop(signal.SIGINT) == 0
-    assert time.monotonic() - began < 5
+    assert time.monotonic() - began < bridge.SHUTDOWN_GRACE_SECONDS, "idle: no grace is waited for"
 
 
 def test_two_workers_on_one_queue_process_every_message_once(clients, bucket, workers, tmp_path):
@@ -303,7 +302,7 @@ def test_sigterm_while_inputs_download_lets_no_handler_start_and_keeps_the_messa
         put(clients["s3"], bucket, "pull/input.txt")
         wait_until(lambda: proxy.stalled, 30, "the download to start")
         worker.process.send_signal(signal.SIGTERM)
-        wait_until(lambda: "taking no new work" in worker.output(), 10, "the worker to hear the signal")
+        wait_until(lambda: "taking no new work" in worker.output(), 30, "the worker to hear the signal")
         proxy.heal()
         assert worker.stop(timeout=30) == 0
     finally:
@@ -324,7 +323,7 @@ def test_groups_of_a_batch_not_yet_started_when_sigterm_comes_are_not_started(cl
     worker = workers(url, ["/bin/sh", "-c", handler], SQS_VISIBILITY_TIMEOUT="60")
     wait_until(ledger.exists, 30, "the first group's handler")
     worker.process.send_signal(signal.SIGTERM)
-    wait_until(lambda: "taking no new work" in worker.output(), 10, "the worker to hear the signal")
+    wait_until(lambda: "taking no new work" in worker.output(), 30, "the worker to hear the signal")
     gate.touch()
     assert worker.stop(timeout=30) == 0
     (first,) = runs_of(ledger)

@@ -85,6 +85,22 @@ BAD = [
     ({"ROOT_FOLDER_VAR": "NOT VALID"}, "ROOT_FOLDER_VAR"),
     ({"BUCKET_VAR": "1BAD"}, "BUCKET_VAR"),
     ({"KEY_PREFIX_VAR": "A=B"}, "KEY_PREFIX_VAR"),
+    *(
+        ({variable: name}, variable)
+        for variable, name in (
+            ("BUCKET_VAR", "LD_PRELOAD"),
+            ("KEY_PREFIX_VAR", "PATH"),
+            ("ROOT_FOLDER_VAR", "PYTHONPATH"),
+            ("BUCKET_VAR", "NODE_OPTIONS"),
+            ("KEY_PREFIX_VAR", "PERL5LIB"),
+            ("BUCKET_VAR", "AWS_ENDPOINT_URL"),
+            ("ROOT_FOLDER_VAR", "BASH_ENV"),
+            ("KEY_PREFIX_VAR", "JAVA_TOOL_OPTIONS"),
+            ("BUCKET_VAR", "GLIBC_TUNABLES"),
+        )
+    ),
+    ({"BUCKET_VAR": "ROOT_FOLDER"}, "ROOT_FOLDER_VAR"),
+    ({"SOURCE_BUCKETS": "a,b", "EXPECTED_BUCKET_OWNER": "12345"}, "EXPECTED_BUCKET_OWNER"),
     ({"HANDLER_TIMEOUT": "soon"}, "HANDLER_TIMEOUT"),
     ({"HANDLER_TIMEOUT": "0"}, "HANDLER_TIMEOUT"),
     ({"TRANSFER_CONCURRENCY": "0"}, "TRANSFER_CONCURRENCY"),

@@ -45,9 +45,9 @@ WHEN = datetime.datetime(2026, 11, 30, 12, 34, 56)
 TOKEN = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ+session/token=="
 
 
-def botocore_headers(method: str, url: str, body: bytes, credentials, region: str, content_type: str | None) -> dict:
+def botocore_headers(method: str, url: str, body: bytes, credentials, region: str, extra: dict) -> dict:
     """What botocore's own S3 signer sets for this request at WHEN."""
-    request = AWSRequest(method, url, {"Content-Type": content_type} if content_type else {}, body)
+    request = AWSRequest(method, url, dict(extra), body)
     with mock.patch("botocore.auth.get_current_datetime", return_value=WHEN):
         S3SigV4Auth(credentials, "s3", region).add_auth(request)
     return dict(request.headers.items())
@@ -57,17 +57,20 @@ def botocore_headers(method: str, url: str, body: bytes, credentials, region: st
 @pytest.mark.parametrize("method", ["GET", "PUT"])
 @pytest.mark.parametrize("token", [None, TOKEN], ids=["keys", "session-token"])
 @pytest.mark.parametrize("base", ["https://plain.s3.eu-west-1.amazonaws.com", "http://127.0.0.1:9000/my.dotted"])
-def test_the_signed_headers_are_botocores_byte_for_byte(key, method, token, base):
+@pytest.mark.parametrize("owner", [None, "111122223333"], ids=["any-owner", "expected-owner"])
+def test_the_signed_headers_are_botocores_byte_for_byte(key, method, token, base, owner):
     credentials = botocore.credentials.Credentials("AKIDEXAMPLE", "wJalr/XUtnFEMI+K7MDENG=bPxRfiCY", token)
     body = f"body of {key}".encode() if method == "PUT" else b""
-    kind = "text/plain" if method == "PUT" else None
+    extra = {"Content-Type": "text/plain"} if method == "PUT" else {}
+    if owner:
+        extra["X-Amz-Expected-Bucket-Owner"] = owner
     url = f"{base}/{bridge.key_path(key)}"
     _, _, host, path = url.split("/", 3)
     frozen = credentials.get_frozen_credentials()
     ours = bridge.sign(
-        method, host, f"/{path}", hashlib.sha256(body).hexdigest(), frozen, "eu-west-1", "20261130T123456Z", kind
+        method, host, f"/{path}", hashlib.sha256(body).hexdigest(), frozen, "eu-west-1", "20261130T123456Z", extra
     )
-    theirs = botocore_headers(method, url, body, credentials, "eu-west-1", kind)
+    theirs = botocore_headers(method, url, body, credentials, "eu-west-1", extra)
     assert ours.pop("Host") == host
     assert {k: v.encode() for k, v in ours.items()} == {k: v.encode() for k, v in theirs.items()}
 
@@ -77,9 +80,9 @@ def test_the_path_is_encoded_once_and_never_normalised():
     assert bridge.key_path("a//./b") == "a//./b"
     credentials = botocore.credentials.Credentials("AKID", "SECRET")
     frozen = credentials.get_frozen_credentials()
-    once = bridge.sign("GET", "h", "/b/a%20b", bridge.EMPTY_SHA256, frozen, "r", "20261130T123456Z", None)
-    twice = bridge.sign("GET", "h", "/b/a%2520b", bridge.EMPTY_SHA256, frozen, "r", "20261130T123456Z", None)
-    theirs = botocore_headers("GET", "http://h/b/a%20b", b"", credentials, "r", None)
+    once = bridge.sign("GET", "h", "/b/a%20b", bridge.EMPTY_SHA256, frozen, "r", "20261130T123456Z", {})
+    twice = bridge.sign("GET", "h", "/b/a%2520b", bridge.EMPTY_SHA256, frozen, "r", "20261130T123456Z", {})
+    theirs = botocore_headers("GET", "http://h/b/a%20b", b"", credentials, "r", {})
     assert once["Authorization"] == theirs["Authorization"] != twice["Authorization"]
 
 
@@ -185,18 +188,18 @@ def test_an_unsigned_client_stays_on_botocore(offline):
 
 def test_a_proxy_a_client_certificate_no_credentials_or_the_switch_keep_everything_on_botocore(offline, monkeypatch):
     session, client = offline()
-    assert bridge.FastPath(session, client, 16, True).enabled
-    assert not bridge.FastPath(session, client, 16, False).enabled
+    assert bridge.FastPath(session, client, 16, True, None).enabled
+    assert not bridge.FastPath(session, client, 16, False, None).enabled
     monkeypatch.setenv("NO_PROXY", "example.com")
-    assert bridge.FastPath(session, client, 16, True).enabled, "NO_PROXY alone configures no proxy"
+    assert bridge.FastPath(session, client, 16, True, None).enabled, "NO_PROXY alone configures no proxy"
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
-    assert not bridge.FastPath(session, client, 16, True).enabled
+    assert not bridge.FastPath(session, client, 16, True, None).enabled
     monkeypatch.delenv("HTTPS_PROXY")
     for settings in ({"proxies": {"https": "http://proxy.test:3128"}}, {"client_cert": "/some/cert.pem"}):
-        assert not bridge.FastPath(*offline(**settings), 16, True).enabled
+        assert not bridge.FastPath(*offline(**settings), 16, True, None).enabled
     anonymous = botocore.session.Session()
     with mock.patch.object(anonymous, "get_credentials", return_value=None):
-        assert not bridge.FastPath(anonymous, client, 16, True).enabled
+        assert not bridge.FastPath(anonymous, client, 16, True, None).enabled
     assert not bridge.Config.from_env({"HANDLER_COMMAND": "x", "S3_EVENT_BRIDGE_FAST_PATH": " Off "}).fast_path
     with pytest.raises(bridge.ConfigError, match="S3_EVENT_BRIDGE_FAST_PATH"):
         bridge.Config.from_env({"HANDLER_COMMAND": "x", "S3_EVENT_BRIDGE_FAST_PATH": "sometimes"})
@@ -245,8 +248,8 @@ def test_the_user_agent_is_fixed_at_start_up(offline):
 
 def test_bodies_held_in_memory_stay_under_32_mib_whatever_the_concurrency(offline):
     session, client = offline()
-    assert bridge.FastPath(session, client, 16, True).max_bytes == 2 * 1024 * 1024
-    assert bridge.FastPath(session, client, 64, True).max_bytes * 64 == 32 * 1024 * 1024
+    assert bridge.FastPath(session, client, 16, True, None).max_bytes == 2 * 1024 * 1024
+    assert bridge.FastPath(session, client, 64, True, None).max_bytes * 64 == 32 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
@@ -258,6 +261,6 @@ def test_https_trusts_what_botocore_trusts(offline, monkeypatch, tmp_path, varia
         bundle.write_bytes(Path(botocore.httpsession.DEFAULT_CA_BUNDLE).read_bytes())
         monkeypatch.setenv(name, str(bundle))
     session, client = offline("https://127.0.0.1:9000")
-    fast = bridge.FastPath(session, client, 16, True)
+    fast = bridge.FastPath(session, client, 16, True, None)
     assert fast.ca_file == botocore.httpsession.get_cert_path(client._endpoint.http_session._verify)
     assert fast.ca_file.endswith(f"{variables[0]}.pem" if variables else "cacert.pem")

@@ -179,7 +179,7 @@ def test_a_sweep_running_alongside_never_removes_a_new_folder(tmp_path):
     sweep = f"import bridge, os\nwhile not os.path.exists({done!r}): bridge.remove_stale_work_folders({parent!r})"
     sweeper = subprocess.Popen([sys.executable, "-c", sweep], cwd=ROOT)
     try:
-        wait_until(lambda: sweeper.poll() is None, 5, "the sweeper to start")
+        wait_until(lambda: sweeper.poll() is None, 30, "the sweeper to start")
         for _ in range(2000):
             work = bridge.make_work_folder(str(tmp_path))
             (Path(work.root) / "out").mkdir()
@@ -249,7 +249,7 @@ def test_a_stray_this_user_may_not_signal_is_spared_not_waited_for(monkeypatch):
 
     monkeypatch.setattr(os, "kill", refuse)
     try:
-        bridge.end_strays()
+        bridge.end_strays(stray.pid, None)
         assert stray.poll() is None, "spared, and end_strays returned"
     finally:
         real_kill(stray.pid, signal.SIGKILL)
