@@ -17,11 +17,42 @@ HANDLER_COMMAND run with /bin/sh -c):
     bootstrap --prepare DIR              (zipapp) unpack at image build time
 
 Exit codes: 0 success, 1 failure, 2 configuration or usage error.
+
+Audit map: the questions a reviewer asks first, each answered in one place.
+
+1. Credentials are read only by botocore's session (aws_session: environment, profile, container
+   or instance role), never by the bridge. They reach AWS (signed by botocore, or by `sign` on the
+   fast path) and the handler, which acts as the function (handler_environment); never a log line,
+   an error or a metric: those carry messages, keys, ids and counts (LogFormat, metric_fields).
+   Config.from_env is the one reader of the environment; SETTINGS lists every variable.
+2. What the handler inherits: its variables, handler_environment (the bridge's own less the
+   Runtime API's address, plus its folder, bucket, prefix, triggers file, job arguments and the
+   run's mark, under names _UNSAFE_NAMES does not refuse); everything else, spawn_handler (stdin
+   /dev/null, stdout and stderr only, the bridge's working directory and umask, every signal at
+   its default and unblocked, a session of its own, SIGKILL when the bridge dies).
+3. Paths: section "Paths". A key becomes a path only through relative_path and placed_path, and
+   never leaves the work folder; downloads write through write_hashing or s3transfer into placed
+   paths, never through a link; what a handler left is read only by walk_tree (links never
+   followed, mounts never crossed) and removed only by remove_tree; local mode writes a bucket's
+   folder only through copy_into.
+4. Uploads: Bridge._upload. Every regular file new or changed in the handler's folder since the
+   pull (changed_files), to TARGET_BUCKET or else the group's bucket, under the group's prefix and
+   its path in the folder. Which buckets an event may name at all: SOURCE_BUCKETS.
+5. Endpoints and TLS: section "AWS". botocore decides them for its clients (s3_client,
+   sqs_client); the fast path goes only where botocore's endpoint ruleset sends a bucket's
+   requests (resolve_target), only where fast_path_trust allows, trusting exactly botocore's CA
+   bundle over TLS 1.2 or later (tls_context). The one other endpoint is the Lambda Runtime API,
+   over plain HTTP at AWS_LAMBDA_RUNTIME_API (RuntimeApi).
+6. SIGTERM: section "Shutdown". SHUTDOWN_POLICY gives each mode's grace, exit status when idle,
+   and exit status when cut short; Supervisor applies it: nothing new starts, idle work is left
+   at once, a running group gets the grace, then its handler's process group SIGTERM and SIGKILL,
+   then the process exits; nothing unfinished is acknowledged.
 """
 
 from __future__ import annotations
 
 import codecs
+import compileall
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -37,10 +68,12 @@ import json
 import logging
 import mimetypes
 import os
+import platform
 import re
 import select
 import shutil
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -50,6 +83,7 @@ import time
 import traceback
 import types
 import urllib.parse
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,11 +140,10 @@ class RuntimeApiError(BridgeError):
 # Bundle: what the zipapp carries that must be real files
 ###############################################################################
 
+BUNDLE_CACHE_VARIABLE, _COMPLETE = "S3_EVENT_BRIDGE_CACHE", ".complete"
 
-BUNDLE_CACHE_VARIABLE = "S3_EVENT_BRIDGE_CACHE"
-
-
-_COMPLETE = ".complete"
+#: Set by the zipapp: puts the bundled jq build for this interpreter on sys.path, when a filter needs it.
+jq_loader: Callable[[], str] | None = None
 
 
 def _only_owner_writes(info: os.stat_result) -> bool:
@@ -119,11 +152,9 @@ def _only_owner_writes(info: os.stat_result) -> bool:
 
 def _usable(folder: str) -> bool:
     """Complete, and not planted by another user (owned by us or root, writable by no one else)."""
-    try:
-        info = os.lstat(folder)
-    except OSError:
-        return False
-    return os.path.isfile(os.path.join(folder, _COMPLETE)) and _only_owner_writes(info)
+    with contextlib.suppress(OSError):
+        return os.path.isfile(os.path.join(folder, _COMPLETE)) and _only_owner_writes(os.lstat(folder))
+    return False
 
 
 def _trusted_folder(path: str) -> None:
@@ -141,10 +172,6 @@ def _trusted_folder(path: str) -> None:
         raise OSError(f"{path} is not a folder that only its owner (this user or root) can write")
 
 
-#: Set by the zipapp: puts the bundled jq build for this interpreter on sys.path, when a filter needs it.
-jq_loader: Callable[[], str] | None = None
-
-
 def _in_first_usable(roots: Sequence[str], use: Callable[[str], str]) -> str:
     for root in roots[:-1]:
         try:
@@ -155,13 +182,6 @@ def _in_first_usable(roots: Sequence[str], use: Callable[[str], str]) -> str:
     return use(roots[-1])
 
 
-def _unpack_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with archive.open(info) as source, open(path, "wb") as target:
-        shutil.copyfileobj(source, target)
-    os.chmod(path, (info.external_attr >> 16) & 0o755 or 0o644)
-
-
 def select_jq_build(
     builds: Iterable[str], python: tuple[int, int], machine: str, glibc: tuple[int, int] | None
 ) -> str | None:
@@ -169,12 +189,11 @@ def select_jq_build(
 
     glibc is the C library's version, or None on musl (Alpine).
     """
-    wanted = f"cp{python[0]}{python[1]}"
     for build in sorted(builds):
         tag, libc, arch = build.split("-")
-        if tag != wanted or arch != machine:
-            continue
         family, major, minor = libc.split("_")
+        if tag != f"cp{python[0]}{python[1]}" or arch != machine:
+            continue
         if family == "musllinux" and glibc is None:
             return build
         if family == "manylinux" and glibc is not None and glibc >= (int(major), int(minor)):
@@ -224,8 +243,6 @@ class Bundle:
         An interpreter with no build gets an ImportError that lists the builds
         inside, which the filter's configuration error passes on.
         """
-        import platform
-
         builds, python = self.jq_builds(), sys.version_info[:2]
         build = select_jq_build(builds, python, platform.machine(), running_glibc())
         if build is None:
@@ -234,6 +251,10 @@ class Bundle:
         folder = self.unpack(f"jq/{build}/", os.path.join(cache_root, self.build_id, f"jq-{build}"))
         sys.path.insert(0, folder)
         return folder
+
+    def jq_builds(self) -> list[str]:
+        with zipfile.ZipFile(self.archive) as archive:
+            return sorted({n.split("/")[1] for n in archive.namelist() if n.startswith("jq/") and n.count("/") > 1})
 
     def unpack(self, member_prefix: str, dest: str) -> str:
         """Unpack members into dest once, safely when processes race to do it.
@@ -247,17 +268,15 @@ class Bundle:
         parent, name = os.path.split(dest)
         _trusted_folder(parent)
         lock = os.open(os.path.join(parent, f".{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        umask = os.umask(0o022)  # whatever the caller's: nothing unpacked may be writable by others
         try:
             if os.fstat(lock).st_uid not in (0, os.geteuid()):
                 raise OSError(f"{parent}/.{name}.lock belongs to another user")
             fcntl.flock(lock, fcntl.LOCK_EX)
-            umask = os.umask(0o022)  # whatever the caller's: nothing unpacked may be writable by others
-            try:
-                if not _usable(dest):
-                    self._unpack_under_lock(member_prefix, dest)
-            finally:
-                os.umask(umask)
+            if not _usable(dest):
+                self._unpack_under_lock(member_prefix, dest)
         finally:
+            os.umask(umask)
             os.close(lock)
         return dest
 
@@ -272,14 +291,14 @@ class Bundle:
         with zipfile.ZipFile(self.archive) as archive:
             for info in archive.infolist():
                 if info.filename.startswith(member_prefix) and not info.is_dir():
-                    _unpack_member(archive, info, os.path.join(work, info.filename[len(member_prefix) :]))
+                    path = os.path.join(work, info.filename[len(member_prefix) :])
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    with archive.open(info) as source, open(path, "wb") as target:
+                        shutil.copyfileobj(source, target)
+                    os.chmod(path, (info.external_attr >> 16) & 0o755 or 0o644)
         open(os.path.join(work, _COMPLETE), "w").close()  # last: the folder is whole
         os.chmod(work, 0o755)
         os.rename(work, dest)
-
-    def jq_builds(self) -> list[str]:
-        with zipfile.ZipFile(self.archive) as archive:
-            return sorted({n.split("/")[1] for n in archive.namelist() if n.startswith("jq/") and n.count("/") > 1})
 
 
 def activate_bundle(bundle: Bundle, configured: str | None) -> str:
@@ -291,17 +310,14 @@ def activate_bundle(bundle: Bundle, configured: str | None) -> str:
     is always writable.
     """
     global jq_loader
-    roots = [os.path.join(tempfile.gettempdir(), f"s3eb-cache-{os.geteuid()}")]
-    if configured:
-        roots.insert(0, os.path.abspath(configured))
+    roots = [os.path.abspath(configured)] if configured else []
+    roots.append(os.path.join(tempfile.gettempdir(), f"s3eb-cache-{os.geteuid()}"))
     jq_loader = functools.lru_cache(maxsize=None)(functools.partial(_in_first_usable, roots, bundle.load_jq))
     return _in_first_usable(roots, bundle.activate)
 
 
 def prepare_bundle(bundle: Bundle, cache_root: str) -> int:
     """Unpack and byte-compile at image build time, so a cold start unpacks nothing."""
-    import compileall
-
     home = os.path.dirname(bundle.activate(os.path.abspath(cache_root)))
     if os.path.isdir(os.path.join(home, "lib")):
         compileall.compile_dir(os.path.join(home, "lib"), quiet=1, workers=0)
@@ -314,97 +330,22 @@ def prepare_bundle(bundle: Bundle, cache_root: str) -> int:
 
 
 ###############################################################################
-# Configuration
+# Regexes: the regex crate's syntax, read by Python's re
 ###############################################################################
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-_HANDLERS, _ON_S3, _EVENTS = "lambda run consume local", "lambda run consume", "lambda consume local backfill"
-
-#: Every variable the bridge reads (endpoints and credentials are botocore's own), for each
-#: mode's --help: name, default, the modes that read it, and what it means.
-SETTINGS = (
-    ("HANDLER_COMMAND", "", _HANDLERS, "the handler, run with /bin/sh -c (a command after the mode wins)"),
-    ("MATCH_KEY", "any key", _EVENTS, "regex (Rust syntax) a decoded key must match to start work"),
-    ("GROUP_BY", "folder", _EVENTS, "folder: a group pulls the key's folder; object: only the object"),
-    ("PULL_PARENT_DIRS", "0", f"{_EVENTS} run", "the group's prefix: the key's folder, this many levels up"),
-    ("PULL_MATCH_KEYS", "all", _HANDLERS, "comma-separated regexes: which listed objects are pulled"),
-    ("EXECUTION_FILTER_EXPR", "", _HANDLERS, "jq on the listed objects; a first output of false skips"),
-    ("EXECUTION_FILTER_FILE", "", _HANDLERS, "a file holding that jq expression"),
-    ("TARGET_BUCKET", "the group's bucket", _ON_S3, "where outputs are uploaded"),
-    ("SOURCE_BUCKETS", "any", f"{_HANDLERS} backfill", "comma-separated: the only buckets an event may name"),
-    ("EXPECTED_BUCKET_OWNER", "", f"{_ON_S3} backfill", "account id every S3 request expects as bucket owner"),
-    ("ROOT_FOLDER_VAR", "ROOT_FOLDER", _HANDLERS, "the variable that gives the handler its folder"),
-    ("BUCKET_VAR", "BUCKET", f"{_HANDLERS} backfill", "the variable that gives the handler (and run) the bucket"),
-    ("KEY_PREFIX_VAR", "KEY_PREFIX", f"{_HANDLERS} backfill", "the variable that gives the handler the prefix"),
-    ("HANDLER_TIMEOUT", "none", _HANDLERS, "seconds the handler may run (Lambda: also its deadline)"),
-    ("TRANSFER_CONCURRENCY", "16", _ON_S3, "concurrent S3 transfers within a group, 1-1000"),
-    ("SQS_QUEUE_URL", "", "consume backfill", "the queue to read (consume) or to send to (backfill)"),
-    ("SQS_VISIBILITY_TIMEOUT", "120", "consume", "seconds a received message stays invisible; extended"),
-    ("SQS_MAX_NUMBER_OF_MESSAGES", "10", "consume", "messages per receive, processed as one batch"),
-    ("SQS_WAIT_TIME_SECONDS", "20", "consume", "long-poll wait, 0-20"),
-    ("AWS_LAMBDA_LOG_LEVEL", "INFO", "", "TRACE, DEBUG, INFO, WARN, ERROR or FATAL"),
-    ("AWS_LAMBDA_LOG_FORMAT", "Text", "", "Text or JSON"),
-    ("METRICS_NAMESPACE", "", _HANDLERS, "with JSON logs: each group's summary is a CloudWatch metric record"),
-    ("AWS_LAMBDA_FUNCTION_NAME", "s3-event-bridge", _HANDLERS, "the metrics' function dimension"),
-    ("S3_EVENT_BRIDGE_FAST_PATH", "on", _ON_S3, "off: every S3 request goes through botocore"),
-    ("S3_EVENT_BRIDGE_CACHE", "$TMPDIR/s3eb-cache-UID", "", "zipapp: where its packages are unpacked"),
-    ("AWS_LAMBDA_RUNTIME_API", "", "lambda", "host:port of the Runtime API: Lambda sets it, and it means lambda mode"),
-)
-
-
-#: Lambda's log levels (AWS_LAMBDA_LOG_LEVEL, and the `level` of JSON lines) as Python's; TRACE is DEBUG here.
-LAMBDA_LEVELS = {
-    "TRACE": logging.DEBUG,
-    "DEBUG": logging.DEBUG,
-    "INFO": logging.INFO,
-    "WARN": logging.WARNING,
-    "ERROR": logging.ERROR,
-    "FATAL": logging.CRITICAL,
-}
 
 
 #: The regex crate's ASCII classes, as the inside of a Python character class.
 _POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": r"\x00-\x7f",
-    "blank": r"\t ",
-    "cntrl": r"\x00-\x1f\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": r"!-/:-@\[-`{-~",
-    "space": r"\t-\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-
-
-#: Unicode's White_Space, the crate's `\s` (Python's also has \x1c-\x1f).
-_SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-
-
-_ESCAPES = {  # each one item, so that a repetition after it repeats all of it
-    "z": r"\Z",
-    "<": r"(?:\b(?=\w))",
-    ">": r"(?:\b(?<=\w))",
-    "s": f"[{_SPACE}]",
-    "S": f"[^{_SPACE}]",
-    "b{start}": r"(?:\b(?=\w))",
-    "b{end}": r"(?:\b(?<=\w))",
-    "b{start-half}": r"(?:(?<!\w))",
-    "b{end-half}": r"(?:(?!\w))",
-}
-
-
-_SPECIAL_ESCAPE = re.compile(
-    r"\\(x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|b\{[a-z-]*\}|[pP]|.)", re.DOTALL
-)
-
+    "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": r"\x00-\x7f", "blank": r"\t ", "cntrl": r"\x00-\x1f\x7f",
+    "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~", "punct": r"!-/:-@\[-`{-~", "space": r"\t-\r ",
+    "upper": "A-Z", "word": "0-9A-Za-z_", "xdigit": "0-9A-Fa-f",
+}  # fmt: skip
+_SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"  #: the crate's \s (Unicode White_Space)
+_ESCAPE = re.compile(r"\\(x\{([0-9A-Fa-f]{1,8})\}|x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|.)", re.S)
+_COUNTED = re.compile(r"\{[0-9]+(,[0-9]*)?\}")
+_FLAGS = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])")
+_POSIX_CLASS = re.compile(r"\[:([a-z]+):\]")
+_CLASS_IN_RANGE = "a range cannot start or end with a class like \\s or [:alpha:] (the crate refuses it)"
 
 #: Where Python's case folding differs from the crate's (Unicode 16 simple folding) in a CPython
 #: 3.9-3.13, as the crate itself showed (tests/data/regexes.json): runs (first, last, offset) of
@@ -416,8 +357,6 @@ _FOLD_RUNS = (
     (0xA7D8, 0xA7D8, 1), (0xA7DA, 0xA7DA, 1), (0x10570, 0x1057A, 0x27), (0x1057C, 0x1058A, 0x27),
     (0x1058C, 0x10592, 0x27), (0x10594, 0x10595, 0x27), (0x10D50, 0x10D65, 0x20),
 )  # fmt: skip
-
-
 #: Each of those characters: the crate's fold group of it.
 CRATE_FOLDS = {
     chr(code + side): chr(code) + chr(code + offset) if offset else chr(code)
@@ -427,28 +366,16 @@ CRATE_FOLDS = {
 }
 
 
-_CLASS_IN_RANGE = "a range cannot start or end with a class like \\s or [:alpha:] (the crate refuses it)"
-
-
-_COUNTED = re.compile(r"\{\s*([0-9]+)\s*(?:(,)\s*([0-9]*)\s*)?\}")
-
-
-_FLAG_GROUP = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])")
-
-
-_POSIX_CLASS = re.compile(r"\[:(\^?)([a-z]+):\]")
-
-
 class _RegexTranslation:
     r"""One pass over a regex-crate pattern, writing the Python pattern that means the same.
 
     Translated: `$` (end of text, not before a final newline), `\z`, `\s`,
-    `\x{..}`, word boundaries (`\<`, `\b{start}` ...), POSIX classes, named
-    groups `(?<n>..)`, spaces inside `{m, n}`, a leading `]` in a class, and
-    under `(?i)` the characters Python folds otherwise (CRATE_FOLDS).
-    Refused: Unicode classes, class set operations and nesting, a range from
-    or to a class, flags Python lacks (x, U, R, -u), flags in mid-pattern, a
-    repetition of a repetition, and an unescaped `{`.
+    `\x{..}`, POSIX classes, named groups `(?<n>..)`, a leading `]` in a
+    class, and under `(?i)` the characters Python folds otherwise
+    (CRATE_FOLDS). Refused: Unicode classes, `\<`, `\>` and `\b{..}`, class
+    set operations and nesting, a range from or to a class, flags Python
+    lacks (x, U, R, -u), flags in mid-pattern, a repetition of a repetition,
+    and a `{` that is no repetition written without spaces.
     """
 
     def __init__(self, pattern: str) -> None:
@@ -469,13 +396,11 @@ class _RegexTranslation:
                 self._character_class()
             elif char == "(":
                 self._group()
-            elif char == "$":
-                self.out.append("$" if "m" in self.scopes[-1] else r"\Z")
-                self.at += 1
             else:
                 if char == ")" and len(self.scopes) > 1:
                     self.scopes.pop()
-                self.out.append(char if char in ".^|)" else self._literal(char, char))
+                end = "$" if "m" in self.scopes[-1] else r"\Z"
+                self.out.append(end if char == "$" else char if char in ".^|)" else self._literal(char, char))
                 self.at += 1
         return "".join(self.out)
 
@@ -495,39 +420,34 @@ class _RegexTranslation:
             raise ValueError("a repetition of a repetition (a++, a{2}{3}) reads differently in Python: use a group")
         else:
             self.repeated = 1
-        if char != "{":
-            self.out.append(char)
-            self.at += 1
-            return
-        counted = _COUNTED.match(self.pattern, self.at)
-        if not counted:
-            raise ValueError("a literal { must be escaped as \\{")
-        low, comma, high = counted.groups()
-        self.out.append(f"{{{low}{comma or ''}{high or ''}}}")
-        self.at = counted.end()
+        counted = _COUNTED.match(self.pattern, self.at) if char == "{" else None
+        if char == "{" and not counted:
+            raise ValueError("a { that is no repetition like {2} or {2,5} (without spaces) must be escaped as \\{")
+        self.out.append(counted.group(0) if counted else char)
+        self.at = counted.end() if counted else self.at + 1
 
     def _escape(self, in_class: bool = False) -> tuple[str, str | None]:
         """An escape's Python text, and the character it stands for (None for a class like \\s)."""
-        escape = _SPECIAL_ESCAPE.match(self.pattern, self.at)
+        escape = _ESCAPE.match(self.pattern, self.at)
         if not escape:
             raise ValueError("the pattern ends with a lone backslash")
         self.at, name, code = escape.end(), escape.group(1), next(filter(None, escape.groups()[1:]), None)
-        if name in ("p", "P"):
-            raise ValueError(f"Unicode classes like \\{name}{{..}} are not supported")
-        if code:
-            char = chr(int(code, 16))
-            return (f"\\U{ord(char):08x}" if in_class else self._literal(char, f"\\U{ord(char):08x}")), char
-        if in_class and name in ("s", "S"):
-            if name == "S":
+        if name in ("p", "P", "<", ">") or (name == "b" and self.pattern.startswith("{", self.at)):
+            raise ValueError(f"\\{name} (a Unicode class or a word boundary other than \\b) is not supported")
+        if name == "Z" or name == "0" or (name.isdigit() and self.pattern[self.at : self.at + 1].isdigit()):
+            raise ValueError(
+                "\\Z, \\0 and escapes of several digits (octal to Python) are not supported: the crate refuses them"
+            )
+        if code or not name.isalnum():  # one character: \x{1F600}, \u00e9, \.
+            char, text = (chr(int(code, 16)), f"\\U{int(code, 16):08x}") if code else (name, escape.group(0))
+            return (text if in_class else self._literal(char, text)), char
+        if name in "sS":
+            if in_class and name == "S":
                 raise ValueError("\\S inside a character class is not supported")
-            return _SPACE, None
-        if not in_class and name in _ESCAPES:
-            return _ESCAPES[name], None
-        if name.startswith("b{"):
-            raise ValueError(f"unknown word boundary \\{name}")
-        if name.isalnum():  # \d, \w, \t, \n ...: the same in both
-            return escape.group(0), None if name in "dDwWbBAZ" else name
-        return (escape.group(0) if in_class else self._literal(name, escape.group(0))), name
+            return (_SPACE if in_class else f"[{'^' * (name == 'S')}{_SPACE}]"), None
+        if name == "z":
+            return r"\Z", None
+        return escape.group(0), None if name in "dDwWbBAZ" else name  # \t, \n ...: the same in both
 
     def _character_class(self) -> None:
         """A class, as items (text, kind, character): kinds `item`, `class` (\\s, [:alpha:]...),
@@ -551,15 +471,16 @@ class _RegexTranslation:
                 continue
             if char == "\\":
                 text, value = self._escape(in_class=True)
-                kind = "item" if value is not None else "class"
             elif char == "[":
-                text, value, kind = self._posix_class(), None, "class"
+                named = _POSIX_CLASS.match(pattern, self.at)
+                if not named or named.group(1) not in _POSIX_CLASSES:
+                    raise ValueError("nested or negated classes inside a character class are not supported")
+                text, value, self.at = _POSIX_CLASSES[named.group(1)], None, named.end()
             else:  # `|` and `^` escaped (Python warns that `||` may one day be a set operation)
-                text, value, kind = re.escape(char) if char in "|^-[" else char, char, "item"
-                self.at += 1
-            if kind == "class" and last == "range":
+                text, value, self.at = re.escape(char) if char in "|^-[" else char, char, self.at + 1
+            if value is None and last == "range":
                 raise ValueError(_CLASS_IN_RANGE)
-            items.append((text, kind, value))
+            items.append((text, "item" if value is not None else "class", value))
         closed = self.at < len(pattern)
         self.at += closed
         self.out.append(self._class_text(items, negated, closed))
@@ -568,8 +489,7 @@ class _RegexTranslation:
         """The class in Python; under (?i) corrected where Python folds otherwise than the crate,
         which matches a character when its fold group meets the class taken literally (then
         negates): Python's own folding, less the characters it would add, plus those it lacks."""
-        ignorecase = "i" in self.scopes[-1]
-        parts = []
+        ignorecase, parts = "i" in self.scopes[-1], []
         for n, (text, kind, value) in enumerate(items):
             alone = "range" not in (items[n - 1][1] if n else "", items[n + 1][1] if n + 1 < len(items) else "")
             big = ignorecase and kind == "item" and alone and value is not None and ord(value) > 0xFFFF
@@ -586,18 +506,13 @@ class _RegexTranslation:
         text = f"(?!(?-i:[{extra}])){text}" if extra else text
         return f"(?:{text}|(?-i:[{missing}]))" if missing else f"(?:{text})" if extra else text
 
-    def _posix_class(self) -> str:
-        named = _POSIX_CLASS.match(self.pattern, self.at)
-        if not named or named.group(1) or named.group(2) not in _POSIX_CLASSES:
-            raise ValueError("nested or negated classes inside a character class are not supported")
-        self.at = named.end()
-        return _POSIX_CLASSES[named.group(2)]
-
     def _group(self) -> None:
         pattern, at = self.pattern, self.at
-        if pattern.startswith("(?>", at):
-            raise ValueError("atomic groups (?>...) are not supported")
-        flags = _FLAG_GROUP.match(pattern, at)
+        flags = _FLAGS.match(pattern, at)
+        if pattern.startswith("(?", at) and not (flags or pattern.startswith(("(?=", "(?!", "(?<", "(?P"), at)):
+            raise ValueError("of the groups (?...), only flags, names and look-arounds are supported")
+        if flags and flags.group(0) == "(?)":
+            raise ValueError("(?) sets no flag")
         if flags:
             self.out.append(self._flags(*flags.groups()))
         else:
@@ -635,6 +550,29 @@ def compile_regex(pattern: str, variable: str) -> re.Pattern:
         raise ConfigError(f"{variable}: cannot use the regex {shown!r}: {exc}") from None
 
 
+###############################################################################
+# Configuration: every variable the bridge reads, in one table
+###############################################################################
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Lambda's log levels (AWS_LAMBDA_LOG_LEVEL, and the `level` of JSON lines) as Python's; TRACE is DEBUG here.
+LAMBDA_LEVELS = {"TRACE": 10, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50}
+#: Names that ROOT_FOLDER_VAR, BUCKET_VAR and KEY_PREFIX_VAR may not take: they change how programs are
+#: found, loaded or run, where they read configuration or trust, or are AWS's and the bridge's own (an
+#: event's bucket or prefix, or a folder of the bucket's objects, must never land in them). No such list
+#: is complete: name a variable only your handler reads.
+_UNSAFE_NAMES = re.compile(
+    r"PATH|CDPATH|HOME|SHELL|IFS|ENV|BASH_ENV|SHELLOPTS|BASHOPTS|PS4|TMPDIR|CLASSPATH|GCONV_PATH|LOCPATH|NLSPATH"
+    r"|HOSTALIASES|LOCALDOMAIN|RES_OPTIONS|RESOLV_HOST_CONF|TZ|TZDIR|GETCONF_DIR|NIS_PATH|ZDOTDIR|EDITOR|VISUAL|PAGER"
+    r"|OPENSSL_CONF|PHPRC|SSL_CERT_FILE|SSL_CERT_DIR|CURL_CA_BUNDLE|REQUESTS_CA_BUNDLE|LESSOPEN|LESSCLOSE|GOFLAGS"
+    r"|(HTTPS?|FTP|ALL|NO)_PROXY|TRIGGERS_FILE|BATCH_USER_ARGUMENTS|(LD_|DYLD_|NODE_|JAVA_|_JAVA_|JDK_|MALLOC_|GLIBC_"
+    r"|AWS_|LAMBDA_|_X_AMZN_|S3_EVENT_BRIDGE_|PYTHON|PERL|RUBY|XDG_|GIT_|LUA_|GEM_|BUNDLE_|DOTNET_|CORECLR_|COMPLUS_"
+    r"|NPM_CONFIG_|PIP_|CONDA_|R_)\w*",
+    re.IGNORECASE,
+)
+_NAMESPACE = r"(?!AWS/)[A-Za-z0-9 ._/#:-]{1,255}"  # a CloudWatch namespace that is not AWS's
+
+
 def compile_filter(expression: str, variable: str) -> Any:
     """Compile the jq execution filter so a bad expression stops start-up."""
     # jq is a compiled extension that only users of a filter need; importing it
@@ -652,60 +590,41 @@ def compile_filter(expression: str, variable: str) -> Any:
         raise ConfigError(f"{variable}: invalid jq expression: {exc}") from None
 
 
-def _text(environ: Mapping[str, str], name: str) -> str:
-    return environ.get(name, "").strip()
-
-
-def _number(
-    environ: Mapping[str, str], name: str, default: float, kind: type = int, low: float = 1, high: float = float("inf")
-) -> Any:
-    raw = _text(environ, name)
-    if not raw:
-        return default
+def _filter_file(path: str, name: str) -> Any:
     try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}: {raw} is outside {low:g}..{high:g}")
-    return value
+        with open(path, encoding="utf-8") as source:
+            return compile_filter(source.read(), name)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc}") from None
 
 
-def _switch(environ: Mapping[str, str], name: str) -> bool:
-    """On unless set to 0, false, no or off."""
-    raw = _text(environ, name).lower()
-    if raw not in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise ConfigError(f"{name}: expected on or off (1/0, true/false, yes/no), got {raw!r}")
-    return raw not in ("0", "false", "no", "off")
+def _number(kind: type, low: float = 1, high: float = float("inf")) -> Callable[[str, str], Any]:
+    def parse(raw: str, name: str) -> Any:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}: {raw} is outside {low:g}..{high:g}")
+        return value
+
+    return parse
 
 
-def _account_id(environ: Mapping[str, str], name: str) -> str | None:
-    value = _text(environ, name)
-    if value and not re.fullmatch(r"[0-9]{12}", value):
-        raise ConfigError(f"{name}: expected a 12-digit AWS account id, got {value!r}")
-    return value or None
+def _choice(*choices: str, pattern: str = "", what: str = "") -> Callable[[str, str], str]:
+    """One of choices, in any case (lowered); or, given a pattern, any text it matches whole."""
+
+    def parse(raw: str, name: str) -> str:
+        if pattern and not re.fullmatch(pattern, raw):
+            raise ConfigError(f"{name}: {raw!r} is not {what}")
+        if choices and raw.lower() not in choices:
+            raise ConfigError(f"{name}: expected {' or '.join(choices)}, got {raw!r}")
+        return raw.lower() if choices else raw
+
+    return parse
 
 
-def _choice(environ: Mapping[str, str], name: str, choices: Sequence[str]) -> str:
-    """One of choices (the first by default), in any case."""
-    value = _text(environ, name).lower() or choices[0]
-    if value not in choices:
-        raise ConfigError(f"{name}: expected {' or '.join(choices)}, got {value!r}")
-    return value
-
-
-#: Names that ROOT_FOLDER_VAR, BUCKET_VAR and KEY_PREFIX_VAR may not take: they change how programs
-#: are found, loaded or run (an event's bucket or prefix must never land in them), or are AWS's and
-#: the bridge's own.
-_UNSAFE_NAMES = re.compile(
-    r"PATH|CDPATH|HOME|SHELL|IFS|ENV|BASH_ENV|SHELLOPTS|BASHOPTS|PS4|TMPDIR|CLASSPATH|GCONV_PATH|LOCPATH|NLSPATH"
-    r"|(LD_|DYLD_|NODE_|JAVA_|_JAVA_|JDK_|MALLOC_|GLIBC_|AWS_|LAMBDA_|_X_AMZN_|S3_EVENT_BRIDGE_|PYTHON|PERL|RUBY)\w*"
-    r"|TRIGGERS_FILE|BATCH_USER_ARGUMENTS"
-)
-
-
-def _env_name(environ: Mapping[str, str], name: str, default: str) -> str:
-    value = _text(environ, name) or default
+def _variable_name(value: str, name: str) -> str:
     if not _ENV_NAME.match(value):
         raise ConfigError(f"{name}: {value!r} is not a valid environment variable name")
     if _UNSAFE_NAMES.fullmatch(value):
@@ -713,112 +632,123 @@ def _env_name(environ: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def _execution_filter(environ: Mapping[str, str]) -> Any:
-    expression, path = _text(environ, "EXECUTION_FILTER_EXPR"), _text(environ, "EXECUTION_FILTER_FILE")
-    if expression and path:
-        raise ConfigError("EXECUTION_FILTER_EXPR and EXECUTION_FILTER_FILE are both set; keep one")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as source:
-                return compile_filter(source.read(), "EXECUTION_FILTER_FILE")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"EXECUTION_FILTER_FILE: cannot read {path}: {exc}") from None
-    return compile_filter(expression, "EXECUTION_FILTER_EXPR") if expression else None
+def _level(raw: str, name: str) -> int:
+    level = raw.upper().replace("WARNING", "WARN")
+    if level not in LAMBDA_LEVELS:
+        raise ConfigError(f"{name}: {level!r} is not one of {', '.join(LAMBDA_LEVELS)}")
+    return LAMBDA_LEVELS[level]
 
 
-def _metrics_namespace(environ: Mapping[str, str], log_format: str, level: str) -> str | None:
-    namespace = _text(environ, "METRICS_NAMESPACE")
-    if namespace and log_format != "JSON":
-        raise ConfigError("METRICS_NAMESPACE: metrics ride on JSON log lines; set AWS_LAMBDA_LOG_FORMAT=JSON")
-    if namespace and LAMBDA_LEVELS[level] > logging.INFO:  # Lambda's own filter would drop them too
-        raise ConfigError(f"METRICS_NAMESPACE: metrics ride on INFO lines, which AWS_LAMBDA_LOG_LEVEL={level} drops")
-    if namespace and (not re.fullmatch(r"[A-Za-z0-9 ._/#:-]{1,255}", namespace) or namespace.startswith("AWS/")):
-        raise ConfigError(f"METRICS_NAMESPACE: {namespace!r} is not a CloudWatch namespace of your own")
-    return namespace or None
+def _switch(raw: str, name: str) -> bool:
+    """On unless set to 0, false, no or off."""
+    return _choice("on", "1", "true", "yes", "off", "0", "false", "no")(raw, name) in ("on", "1", "true", "yes")
 
 
-def _handler_command(environ: Mapping[str, str], argv: Sequence[str]) -> tuple[str, ...]:
-    if argv:
-        return tuple(argv)
-    command = _text(environ, "HANDLER_COMMAND")
-    if not command:
-        raise ConfigError("HANDLER_COMMAND: no handler command (set it, or give the command as arguments)")
-    return ("/bin/sh", "-c", command)
+def _log_json(raw: str, name: str) -> bool:
+    return _choice("text", "json")(raw, name) == "json"
 
 
-@dataclass(frozen=True)
-class Config:
-    """Every setting, read once at start-up by from_env (which holds the defaults): bad values stop it early."""
+def _shell(raw: str, _: str) -> tuple[str, ...]:
+    return ("/bin/sh", "-c", raw)
 
-    handler: tuple[str, ...]
-    match_key: re.Pattern | None
-    group_by: str
-    pull_parent_dirs: int
-    pull_match_keys: tuple[re.Pattern, ...]
-    execution_filter: Any
-    target_bucket: str | None
-    source_buckets: frozenset[str]
-    expected_bucket_owner: str | None
-    root_folder_var: str
-    bucket_var: str
-    key_prefix_var: str
-    handler_timeout: float | None
-    transfer_concurrency: int
-    bucket: str | None
-    key_prefix: str
-    sqs_queue_url: str | None
-    sqs_visibility_timeout: int
-    sqs_max_messages: int
-    sqs_wait_seconds: int
-    log_level: int
-    log_json: bool
-    metrics_namespace: str | None
-    fast_path: bool
-    function_name: str
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], argv: Sequence[str] = (), handler_needed: bool = True) -> Config:
-        match_key = _text(environ, "MATCH_KEY")
-        pull_match_keys = [p.strip() for p in _text(environ, "PULL_MATCH_KEYS").split(",")]
-        level = (_text(environ, "AWS_LAMBDA_LOG_LEVEL").upper() or "INFO").replace("WARNING", "WARN")
-        if level not in LAMBDA_LEVELS:
-            raise ConfigError(f"AWS_LAMBDA_LOG_LEVEL: {level!r} is not one of {', '.join(LAMBDA_LEVELS)}")
-        log_format = _text(environ, "AWS_LAMBDA_LOG_FORMAT").upper() or "TEXT"
-        root_folder_var = _env_name(environ, "ROOT_FOLDER_VAR", "ROOT_FOLDER")
-        bucket_var = _env_name(environ, "BUCKET_VAR", "BUCKET")
-        key_prefix_var = _env_name(environ, "KEY_PREFIX_VAR", "KEY_PREFIX")
-        if len({root_folder_var, bucket_var, key_prefix_var}) < 3:
+def _text(raw: str, _: str) -> str:
+    return raw
+
+
+def _names(raw: str, _: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _regexes(raw: str, name: str) -> tuple[re.Pattern, ...]:
+    return tuple(compile_regex(pattern.strip(), name) for pattern in raw.split(",") if pattern.strip())
+
+
+_ALL, _RUN, _S3 = "", "lambda run consume local", "lambda run consume"  # modes: all; those running handlers; on S3
+
+#: Every variable the bridge reads (endpoints, region and credentials are botocore's own), each once, at
+#: start-up, in the modes that use it (which its --help lists): (variable, Config field, parser of its
+#: stripped text, its value when unset (none: ""), modes, meaning). Two variables of one field: set one.
+SETTINGS = (
+    ("HANDLER_COMMAND", "handler", _shell, "", _RUN, "the handler, run by /bin/sh -c (a command after the mode wins)"),
+    ("MATCH_KEY", "match_key", compile_regex, "", _ALL, "regex (Rust syntax) a decoded key must match to start work"),
+    ("GROUP_BY", "group_by", _choice("folder", "object"), "folder", _ALL,
+     "folder: a group pulls the key's folder; object: only the object"),
+    ("PULL_PARENT_DIRS", "pull_parent_dirs", _number(int, -float("inf")), "0", _ALL,
+     "the group's prefix: the key's folder, this many levels up"),
+    ("PULL_MATCH_KEYS", "pull_match_keys", _regexes, "", _RUN, "comma-separated regexes: the listed objects to pull"),
+    ("EXECUTION_FILTER_EXPR", "execution_filter", compile_filter, "", _RUN,
+     "jq on the listed objects; a first output of false skips"),
+    ("EXECUTION_FILTER_FILE", "execution_filter", _filter_file, "", _RUN, "a file holding that jq expression"),
+    ("TARGET_BUCKET", "target_bucket", _text, "", _S3, "where outputs are uploaded (unset: the group's bucket)"),
+    ("SOURCE_BUCKETS", "source_buckets", _names, "", _ALL, "comma-separated: the only buckets an event may name"),
+    ("EXPECTED_BUCKET_OWNER", "expected_bucket_owner", _choice(pattern="[0-9]{12}", what="a 12-digit AWS account id"),
+     "", f"{_S3} backfill", "account id every S3 request expects as bucket owner"),
+    ("ROOT_FOLDER_VAR", "root_folder_var", _variable_name, "ROOT_FOLDER", _RUN,
+     "the variable that gives the handler its folder"),
+    ("BUCKET_VAR", "bucket_var", _variable_name, "BUCKET", f"{_RUN} backfill",
+     "the variable that gives the handler (and run, backfill) the bucket"),
+    ("KEY_PREFIX_VAR", "key_prefix_var", _variable_name, "KEY_PREFIX", f"{_RUN} backfill",
+     "the variable that gives the handler (and run, backfill) the prefix"),
+    ("HANDLER_TIMEOUT", "handler_timeout", _number(float, 0.001), "", _RUN,
+     "seconds the handler may run (Lambda: also its deadline)"),
+    ("TRANSFER_CONCURRENCY", "transfer_concurrency", _number(int, 1, 1000), "16", _S3,
+     "concurrent S3 transfers within a group, 1-1000"),
+    ("SQS_QUEUE_URL", "sqs_queue_url", _text, "", "consume backfill", "queue read by consume, sent to by backfill"),
+    ("SQS_VISIBILITY_TIMEOUT", "sqs_visibility_timeout", _number(int, 1, 43200), "120", "consume",
+     "seconds a received message stays invisible; extended"),
+    ("SQS_MAX_NUMBER_OF_MESSAGES", "sqs_max_messages", _number(int, 1, 10), "10", "consume",
+     "messages per receive, processed as one batch"),
+    ("SQS_WAIT_TIME_SECONDS", "sqs_wait_seconds", _number(int, 0, 20), "20", "consume", "long-poll wait, 0-20"),
+    ("AWS_LAMBDA_LOG_LEVEL", "log_level", _level, "INFO", _ALL, "TRACE, DEBUG, INFO, WARN, ERROR or FATAL"),
+    ("AWS_LAMBDA_LOG_FORMAT", "log_json", _log_json, "Text", _ALL, "Text or JSON"),
+    ("METRICS_NAMESPACE", "metrics_namespace", _choice(pattern=_NAMESPACE, what="a CloudWatch namespace of your own"),
+     "", _RUN, "with JSON logs: each group's summary is a CloudWatch metric record"),
+    ("AWS_LAMBDA_FUNCTION_NAME", "function_name", _text, "s3-event-bridge", _RUN, "the metrics' function dimension"),
+    ("S3_EVENT_BRIDGE_FAST_PATH", "fast_path", _switch, "on", _S3, "off: every S3 request goes through botocore"),
+    ("S3_EVENT_BRIDGE_CACHE", None, None, "$TMPDIR/s3eb-cache-UID", _ALL, "zipapp: where its packages are unpacked"),
+    ("AWS_LAMBDA_RUNTIME_API", None, None, "", "lambda", "Runtime API host:port; set by Lambda, it means lambda mode"),
+)  # fmt: skip
+
+
+def _from_env(cls: type, environ: Mapping[str, str], argv: Sequence[str] = (), mode: str = "lambda") -> Any:
+    """Read every setting the mode uses (and no other), once: a bad value stops start-up,
+    naming its variable. The handler command is argv, else HANDLER_COMMAND."""
+    values: dict[str, Any] = {}
+    set_by: dict[str, str] = {}  # field -> the variable that set it
+    for variable, name, parse, default, modes, _ in SETTINGS:
+        if name is None or (modes and mode not in modes.split()):
+            continue
+        raw = environ.get(variable, "").strip()
+        if raw and name in set_by:
+            raise ConfigError(f"{set_by[name]} and {variable} are both set; keep one")
+        if raw or name not in set_by:
+            values[name] = parse(raw or default, variable) if raw or default else None
+            set_by.update({name: variable} if raw else {})
+    if mode in _RUN.split():
+        values["handler"] = tuple(argv) or values["handler"]
+        if not values["handler"]:
+            raise ConfigError("HANDLER_COMMAND: no handler command (set it, or give the command as arguments)")
+        if len({values["root_folder_var"], values["bucket_var"], values["key_prefix_var"]}) < 3:
             raise ConfigError("ROOT_FOLDER_VAR, BUCKET_VAR and KEY_PREFIX_VAR must name three different variables")
-        if log_format not in ("TEXT", "JSON"):
-            raise ConfigError(f"AWS_LAMBDA_LOG_FORMAT: {log_format!r} is neither Text nor JSON")
-        namespace = _metrics_namespace(environ, log_format, level)
-        return cls(
-            handler=_handler_command(environ, argv) if handler_needed else (),
-            match_key=compile_regex(match_key, "MATCH_KEY") if match_key else None,
-            group_by=_choice(environ, "GROUP_BY", ("folder", "object")),
-            pull_parent_dirs=_number(environ, "PULL_PARENT_DIRS", 0, low=float("-inf")),
-            pull_match_keys=tuple(compile_regex(p, "PULL_MATCH_KEYS") for p in pull_match_keys if p),
-            execution_filter=_execution_filter(environ),
-            target_bucket=_text(environ, "TARGET_BUCKET") or None,
-            source_buckets=frozenset(b.strip() for b in _text(environ, "SOURCE_BUCKETS").split(",") if b.strip()),
-            expected_bucket_owner=_account_id(environ, "EXPECTED_BUCKET_OWNER"),
-            root_folder_var=root_folder_var,
-            bucket_var=bucket_var,
-            key_prefix_var=key_prefix_var,
-            handler_timeout=_number(environ, "HANDLER_TIMEOUT", None, float, low=0.001),
-            transfer_concurrency=_number(environ, "TRANSFER_CONCURRENCY", 16, high=1000),
-            bucket=environ.get(bucket_var) or None,
-            key_prefix=environ.get(key_prefix_var, ""),
-            sqs_queue_url=_text(environ, "SQS_QUEUE_URL") or None,
-            sqs_visibility_timeout=_number(environ, "SQS_VISIBILITY_TIMEOUT", 120, high=43200),
-            sqs_max_messages=_number(environ, "SQS_MAX_NUMBER_OF_MESSAGES", 10, high=10),
-            sqs_wait_seconds=_number(environ, "SQS_WAIT_TIME_SECONDS", 20, low=0, high=20),
-            log_level=LAMBDA_LEVELS[level],
-            log_json=log_format == "JSON",
-            metrics_namespace=namespace,
-            fast_path=_switch(environ, "S3_EVENT_BRIDGE_FAST_PATH"),
-            function_name=_text(environ, "AWS_LAMBDA_FUNCTION_NAME") or "s3-event-bridge",
-        )
+    if values.get("metrics_namespace") and not values["log_json"]:
+        raise ConfigError("METRICS_NAMESPACE: metrics ride on JSON log lines; set AWS_LAMBDA_LOG_FORMAT=JSON")
+    if values.get("metrics_namespace") and values["log_level"] > LAMBDA_LEVELS["INFO"]:  # Lambda's filter drops them
+        raise ConfigError("METRICS_NAMESPACE: metrics ride on INFO lines, which AWS_LAMBDA_LOG_LEVEL filters out")
+    if values.get("bucket_var"):
+        values["bucket"] = environ.get(values["bucket_var"]) or None
+        values["key_prefix"] = environ.get(values["key_prefix_var"], "")
+    return cls(**{name: values.get(name) for name in cls.__dataclass_fields__})
+
+
+#: Every setting: a field for each SETTINGS row (two variables may fill one), and the bucket and prefix
+#: the variables BUCKET_VAR and KEY_PREFIX_VAR name (for run and backfill). Config.from_env reads them.
+Config = dataclasses.make_dataclass(
+    "Config",
+    [*dict.fromkeys(name for _, name, *_ in SETTINGS if name), "bucket", "key_prefix"],
+    frozen=True,
+    namespace={"from_env": classmethod(_from_env), "__doc__": "Every setting, read once at start-up (see SETTINGS)."},
+)
 
 
 ###############################################################################
@@ -885,15 +815,11 @@ def setup_logging(config: Config) -> None:
     log.propagate = False
 
 
-#: What a handler writes, as records of their own in JSON mode (see relay_lines).
+#: What a handler writes, as records of their own in JSON mode (see relay_output).
 handler_log = log.getChild("handler")
-
-
 #: A longer line of a handler's output is relayed in pieces of this many characters: in
 #: JSON (at most 6 bytes each) a piece stays under the 256 KB of a CloudWatch event.
 HANDLER_LINE_MAX = 32 * 1024
-
-
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 
 
@@ -954,12 +880,17 @@ def _relay(stream: Any, name: str, work: Mapping[str, Any]) -> None:
                 return
 
 
-def relay_lines(stream: Any, name: str) -> threading.Thread:
-    """Relay a handler's pipe on a thread of its own, so that its pipe is always drained. The ids
-    of the work are those of when the handler started, whatever group runs when a line comes."""
-    thread = threading.Thread(target=_relay, args=(stream, name, dict(LogFormat.work)), daemon=True)
-    thread.start()
-    return thread
+def relay_output(process: subprocess.Popen) -> list[threading.Thread]:
+    """Relay a handler's stdout and stderr on threads of their own, so that its pipes are always
+    drained. The ids of the work are those of when the handler started, whatever group runs when
+    a line comes."""
+    threads = [
+        threading.Thread(target=_relay, args=(stream, name, dict(LogFormat.work)), daemon=True)
+        for stream, name in ((process.stdout, "stdout"), (process.stderr, "stderr"))
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 ###############################################################################
@@ -997,13 +928,10 @@ def decode_key(raw: str, bucket: str) -> str:
         raise EventError(f"s3://{bucket}/{raw}: key is not valid UTF-8 once decoded") from None
 
 
-def _eventbridge(event: dict) -> list[ObjectRef]:
-    if event.get("detail-type") != "Object Created":
-        return []
-    bucket, key = event["detail"]["bucket"]["name"], event["detail"]["object"]["key"]
+def _created(bucket: Any, key: Any, encoded: bool = True) -> list[ObjectRef]:
     if not isinstance(bucket, str) or not isinstance(key, str):
         raise EventError("bucket name and object key must be strings")
-    return [ObjectRef(bucket, key)]
+    return [ObjectRef(bucket, decode_key(key, bucket) if encoded else key)]
 
 
 def is_sqs_batch(payload: Any) -> bool:
@@ -1045,10 +973,7 @@ def _s3_record(record: dict) -> list[ObjectRef]:
         raise EventError("record has neither an s3 nor an Sns section")
     if not str(record.get("eventName", "")).startswith("ObjectCreated"):
         return []
-    bucket, key = record["s3"]["bucket"]["name"], record["s3"]["object"]["key"]
-    if not isinstance(bucket, str) or not isinstance(key, str):
-        raise EventError("bucket name and object key must be strings")
-    return [ObjectRef(bucket, decode_key(key, bucket))]
+    return _created(record["s3"]["bucket"]["name"], record["s3"]["object"]["key"])
 
 
 def parse_event(event: Any) -> list[ObjectRef]:
@@ -1067,8 +992,10 @@ def parse_event(event: Any) -> list[ObjectRef]:
             return parse_body(event["Message"])
         if isinstance(event.get("Records"), list):
             return [ref for record in event["Records"] for ref in _s3_record(record)]
-        if event.get("source") == "aws.s3" and "detail" in event:
-            return _eventbridge(event)
+        if event.get("source") == "aws.s3" and "detail" in event and event.get("detail-type") != "Object Created":
+            return []
+        if event.get("source") == "aws.s3" and "detail" in event:  # EventBridge: the key is not encoded
+            return _created(event["detail"]["bucket"]["name"], event["detail"]["object"]["key"], encoded=False)
         raise EventError("not an S3, SNS or EventBridge S3 event")
     except (KeyError, TypeError, AttributeError) as exc:
         raise EventError(f"malformed event: missing or wrong {exc}") from None
@@ -1096,7 +1023,7 @@ def parse_sqs_record(record: Any) -> Message:
 
 
 ###############################################################################
-# Grouping and key -> path mapping
+# Grouping
 ###############################################################################
 
 
@@ -1139,6 +1066,19 @@ def group_messages(messages: Iterable[Message], config: Config) -> list[Group]:
     return [Group(b, p, tuple(s), tuple(t), key, job) for (b, p, key, job), (s, t) in groups.items()]
 
 
+###############################################################################
+# Paths: every path the bridge writes or removes
+###############################################################################
+
+# A key becomes a path only through relative_path (never leaving its folder) and
+# placed_path; downloads write through write_hashing (or s3transfer, into a
+# path placed here); what a handler left is read only through walk_tree (links
+# never followed, mounts never crossed), and removed only through remove_tree;
+# local mode writes into a bucket's folder only through copy_into. A work
+# folder (WorkFolder) is locked while in use, and swept only when no process
+# holds it.
+
+
 def relative_path(key: str, prefix: str) -> str | None:
     """Where a key lands inside the work folder, or None when it would not be safe.
 
@@ -1155,8 +1095,8 @@ def relative_path(key: str, prefix: str) -> str | None:
     return rest
 
 
-def claim(relative: str, files: set[str], folders: set[str], name_max: int) -> str | None:
-    """Why a relative path cannot be placed beside those claimed before it; None: it is claimed now.
+def placement_refusal(relative: str, files: set[str], folders: set[str], name_max: int) -> str | None:
+    """Why a relative path cannot be placed beside those placed before it; None: it is placed now.
 
     Decided in memory, in listing order, so the first listed wins a clash
     (`a` and `a/b`: a file where a folder must be, or the reverse), and the
@@ -1173,21 +1113,21 @@ def claim(relative: str, files: set[str], folders: set[str], name_max: int) -> s
     return None
 
 
-###############################################################################
-# Files: hashing, and walking and removing trees of any depth
-###############################################################################
+def placed_path(root: str, relative: str) -> str:
+    """The path of a placed relative path under root, its folders made (a folder marker's own too)."""
+    path = os.path.join(root, *relative.rstrip("/").split("/"))
+    os.makedirs(path if relative.endswith("/") else os.path.dirname(path), exist_ok=True)
+    return path
 
 
-CHUNK = 1 << 20
-
-
-_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+CHUNK, _DIRECTORY, PARTIAL_SUFFIX = 1 << 20, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, ".s3eb-partial"
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW  # a file written, never through a link
 
 
 def write_hashing(chunks: Iterable[bytes], path: str) -> str:
     """Write a stream to a file, returning its sha256: one pass over the bytes."""
     digest = hashlib.sha256()
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644), "wb") as target:
+    with open(os.open(path, _NEW_FILE, 0o644), "wb") as target:
         for chunk in chunks:
             target.write(chunk)
             digest.update(chunk)
@@ -1229,7 +1169,7 @@ def _open_up(info: os.stat_result, name: str, fd: int | None = None) -> None:
         os.chmod(name, stat.S_IMODE(info.st_mode) | wanted, dir_fd=fd)
 
 
-def _lstat(fd: int, name: str, device: int | None) -> os.stat_result:
+def _lstat_opening_up(fd: int, name: str, device: int | None) -> os.stat_result:
     """The entry's lstat; in the bridge's own tree (device given) opened up, and never on another device."""
     info = os.stat(name, dir_fd=fd, follow_symlinks=False)
     if device is not None:
@@ -1281,7 +1221,7 @@ def walk_tree(root: str, own: bool = False) -> Iterator[tuple[int, str, str, os.
             name = names.pop()
             path = f"{folder}/{name}" if folder else name
             try:
-                entry = _lstat(fd, name, device)
+                entry = _lstat_opening_up(fd, name, device)
                 if stat.S_ISDIR(entry.st_mode):
                     fd = _enter(fd, name)
                     levels.append((os.listdir(fd), path, os.fstat(fd)))
@@ -1311,59 +1251,223 @@ def remove_tree(path: str) -> None:
     os.rmdir(path)
 
 
-###############################################################################
-# AWS: botocore's session
-###############################################################################
+def copy_into(top: str, relative: str, source: str) -> None:
+    """Copy source to top/relative, appearing whole (a rename), as an S3 object would; its folders
+    are made one by one and never through a link, so it cannot land outside top."""
+    *folders, name = relative.split("/")
+    fd = os.open(top, _DIRECTORY)
+    try:
+        for folder in folders:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, 0o777, dir_fd=fd)
+            child = os.open(folder, _DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        partial = os.open(name + PARTIAL_SUFFIX, _NEW_FILE, 0o644, dir_fd=fd)
+        with open(source, "rb") as reader, open(partial, "wb") as writer:
+            shutil.copyfileobj(reader, writer, CHUNK)
+        os.replace(name + PARTIAL_SUFFIX, name, src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
-def aws_session(bundle_files: str | None) -> Any:
+WORK_PREFIX = "s3eb-work-"
+
+
+def _still_at(path: str, fd: int) -> bool:
+    try:
+        return os.path.samestat(os.lstat(path), os.fstat(fd))
+    except FileNotFoundError:
+        return False
+
+
+@dataclass(frozen=True)
+class WorkFolder:
+    """A folder of the bridge's own, under an exclusive flock while in use.
+
+    The handler works in `root` inside it, so nothing it does to its own
+    folder touches the lock, which tells another process's start-up sweep
+    that the folder is live (across PID namespaces, unlike a PID).
+    """
+
+    path: str
+    fd: int
+
+    @property
+    def root(self) -> str:
+        return os.path.join(self.path, "root")
+
+    def write_triggers(self, group: Group) -> str:
+        """A JSON array of the keys that triggered the group, relative to `root` (those that are safe
+        paths), beside `root` so that it is never uploaded; its path. A file, not a variable: a batch
+        may name thousands of keys, more than an environment can hold."""
+        relative = [path for path in (relative_path(key, group.prefix) for key in group.triggers) if path]
+        fd = os.open("triggers.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=self.fd)
+        with open(fd, "w", encoding="utf-8") as target:
+            json.dump(relative, target, ensure_ascii=False)
+        return os.path.join(self.path, "triggers.json")
+
+    def reclaim(self) -> None:
+        """After the handler: check it is still the folder locked, and give back the permissions the handler took."""
+        with contextlib.suppress(FileNotFoundError):
+            if _still_at(self.path, self.fd):
+                os.fchmod(self.fd, 0o700)
+                info = os.stat("root", dir_fd=self.fd, follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    _open_up(info, "root", self.fd)
+                    return
+        raise GroupError("the handler moved, removed or replaced its work folder; nothing uploaded")
+
+    def remove(self) -> None:
+        """Remove it whatever it holds, also where the handler moved it; a failure is logged (the next start sweeps)."""
+        try:
+            if not _still_at(self.path, self.fd):  # found through its descriptor, if /proc is there
+                moved = os.readlink(f"/proc/self/fd/{self.fd}")
+                if _still_at(moved, self.fd):
+                    log.warning("the handler moved its work folder to %s; removing it there", moved)
+                    remove_tree(moved)
+            remove_tree(self.path)  # what stands there now: a link is removed, never followed
+        except OSError as exc:
+            log.warning("could not remove work folder %s: %s", self.path, exc)
+        finally:
+            os.close(self.fd)
+
+
+def make_work_folder(parent: str | None = None) -> WorkFolder:
+    """A new locked work folder with an empty `root`; one that cannot be made fails the group.
+
+    A sweep can catch a folder between mkdtemp and flock, but it removes a
+    folder only while holding its lock: so the folder is checked once
+    locked, and made anew if it went. To a sweep, making and locking are
+    then one step.
+    """
+    try:
+        while True:
+            path = tempfile.mkdtemp(prefix=WORK_PREFIX, dir=parent)
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(path, _DIRECTORY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    if _still_at(path, fd):
+                        os.mkdir(os.path.join(path, "root"), 0o700)
+                        return WorkFolder(path, fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                os.close(fd)
+    except OSError as exc:
+        raise GroupError(f"cannot make a work folder in {parent or tempfile.gettempdir()}: {exc}") from None
+
+
+def _remove_if_stale(path: str) -> None:
+    if os.path.islink(path):
+        os.unlink(path)
+        return
+    fd = os.open(path, _DIRECTORY)
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise OSError(errno.EPERM, "another user's: left to that user's own next start")
+        with contextlib.suppress(BlockingIOError):  # a live process holds it
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            log.info("removing leftover work folder %s", path)
+            remove_tree(path)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_work_folders(parent: str | None = None) -> None:
+    """Remove the folders of killed earlier runs, never one a live process holds, and never raise.
+
+    A folder that went, or that this user cannot open (another user's, in a
+    shared /tmp), is skipped with a log line.
+    """
+    parent = parent or tempfile.gettempdir()
+    try:
+        names = [name for name in os.listdir(parent) if name.startswith(WORK_PREFIX)]
+    except OSError as exc:
+        log.warning("cannot look for leftover work folders in %s: %s", parent, exc)
+        return
+    for name in names:
+        try:
+            _remove_if_stale(os.path.join(parent, name))
+        except OSError as exc:
+            log.info("leaving %s: %s", os.path.join(parent, name), exc)
+
+
+###############################################################################
+# AWS: credentials, endpoints and TLS
+###############################################################################
+
+# Credentials, region and endpoints are botocore's: read by its session from its
+# usual sources (environment, profile, container or instance role), never by the
+# bridge, never logged. Its clients are made here; so are the fast path's only
+# decisions of its own: whether it may be taken, where a bucket's requests go
+# (botocore's endpoint ruleset decides), what its signature covers, and which
+# certificates it trusts (exactly botocore's). botocore is imported only here and
+# only when a mode that talks to AWS starts (local mode never does): it is most
+# of the start-up time. boto3 itself is not needed: the bridge uses plain clients.
+
+#: Parameters S3's endpoint ruleset declares but, as checked at start-up, never reads.
+UNREAD_ENDPOINT_PARAMETERS = ("Key", "Prefix", "CopySource")
+
+
+def aws_session(botocore_files: str | None) -> Any:
     """A botocore session; from the zipapp, pointed at its unpacked models and CA bundle.
 
     Set on the session, not in the environment, so a handler's own boto3
     never sees the bridge's pruned models. A CA bundle the user configured
     (AWS_CA_BUNDLE, profile) still wins.
     """
-    # botocore is most of the start-up time: imported only when a mode that
-    # talks to AWS starts (local mode never does). boto3 itself is not needed:
-    # the bridge uses plain clients.
     import botocore.session
 
     session = botocore.session.get_session()
-    if bundle_files:
-        paths = [session.get_config_variable("data_path"), os.path.join(bundle_files, "data")]
+    if botocore_files:
+        paths = [session.get_config_variable("data_path"), os.path.join(botocore_files, "data")]
         session.set_config_variable("data_path", os.pathsep.join(p for p in paths if p))
         if not session.get_config_variable("ca_bundle"):
-            session.set_config_variable("ca_bundle", os.path.join(bundle_files, "cacert.pem"))
+            session.set_config_variable("ca_bundle", os.path.join(botocore_files, "cacert.pem"))
     return session
 
 
-###############################################################################
-# S3's fast path: single-request GET and PUT with the standard library
-###############################################################################
+def _expect_owner(owner: str, params: dict, model: Any, **_: Any) -> None:
+    if "ExpectedBucketOwner" in model.input_shape.members:
+        params.setdefault("ExpectedBucketOwner", owner)
 
 
-FAST_PATH_MAX_BYTES = 2 * 1024 * 1024
+def s3_client(session: Any, concurrency: int, owner: str | None) -> Any:
+    """S3, with botocore's standard retries and a pool of `concurrency` connections.
+
+    Client-side parameter validation costs ~10% of a small request's CPU; the
+    bridge builds every request itself, and S3 validates them anyway. A fixed
+    user agent spares botocore building its own twice per request. With an
+    owner (EXPECTED_BUCKET_OWNER), every request that can carry it does: S3
+    refuses it when another account owns the bucket. "Expect: 100-continue"
+    costs each small upload a round trip: kept for multipart parts only,
+    where sparing a rejected 8 MiB body is worth one.
+    """
+    import botocore.config
+    import botocore.handlers
+
+    agent = f"s3-event-bridge/{__version__} botocore/{botocore.__version__} python/{platform.python_version()}"
+    config = botocore.config.Config(
+        max_pool_connections=concurrency, retries={"mode": "standard"}, parameter_validation=False, user_agent=agent
+    )
+    client = session.create_client("s3", config=config)
+    cache_endpoints_per_bucket(session, client)
+    if owner:
+        client.meta.events.register("before-parameter-build.s3", functools.partial(_expect_owner, owner))
+    client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+    client.meta.events.register("before-call.s3.UploadPart", botocore.handlers.add_expect_header)
+    return client
 
 
-FAST_PATH_BUFFERS = 32 * 1024 * 1024
+def sqs_client(session: Any, attempts: int | None = None) -> Any:
+    """SQS, with botocore's standard retries; backfill's with none (attempts=1): a send whose answer
+    was lost may have arrived, and must never be repeated."""
+    import botocore.config
 
-
-AUTH_FAILURES_BEFORE_OFF = 3
-
-
-#: S3's error codes that mean the fast path's own signature was refused (not the caller's rights).
-SIGNATURE_REFUSALS = (b"SignatureDoesNotMatch", b"AuthorizationHeaderMalformed", b"RequestTimeTooSkewed")
-
-
-#: Hosts whose idle connections the fast path keeps, the most recently used: botocore's pool keeps 10.
-FAST_PATH_HOSTS = 10
-
-
-#: Parameters S3's endpoint ruleset declares but, as checked at start-up, never reads.
-UNREAD_ENDPOINT_PARAMETERS = ("Key", "Prefix", "CopySource")
-
-
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+    retries = {"mode": "standard", **({"total_max_attempts": attempts} if attempts else {})}
+    return session.create_client("sqs", config=botocore.config.Config(retries=retries))
 
 
 def _resolve_without_keys(resolve: Callable[..., Any], **parameters: Any) -> Any:
@@ -1390,35 +1494,35 @@ def cache_endpoints_per_bucket(session: Any, client: Any) -> bool:
     return True
 
 
-def key_path(key: str) -> str:
-    """The key as S3 wants it in a path, and signs it: UTF-8, %-encoded once (not twice, as
-    other services do), never normalised (`a//b` and `./` stay)."""
-    return urllib.parse.quote(key.encode(), safe="/~")
+def fast_path_trust(client: Any, credentials: Any) -> tuple[bool, str | None]:
+    """Whether the fast path may be taken beside this client, and the CA bundle or folder it then
+    trusts (None: verify=False).
+
+    Only where botocore itself would send plain requests: credentials to sign
+    with, no client certificate, no proxy (configured, or in the environment),
+    the endpoint ruleset to resolve with, and HTTPS verified as botocore
+    verifies it (its value, from AWS_CA_BUNDLE, the profile, REQUESTS_CA_BUNDLE
+    or its own bundle).
+    """
+    import botocore.httpsession
+
+    config = client.meta.config
+    verify = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None), "_verify", None)
+    trusted = credentials is not None and verify is not None and hasattr(client, "_ruleset_resolver")
+    trusted = trusted and not (config.client_cert or config.proxies or set(urllib.request.getproxies()) - {"no"})
+    return trusted, botocore.httpsession.get_cert_path(verify) if verify else None
 
 
-def sign(
-    method: str, host: str, path: str, payload: str, credentials: Any, region: str, when: str, extra: Mapping[str, str]
-) -> dict:
-    """SigV4 headers for an S3 request without a query string: signed are host,
-    x-amz-content-sha256 (the payload's real sha256), x-amz-date, x-amz-security-token
-    (temporary credentials) and the extra headers given (content-type,
-    x-amz-expected-bucket-owner), all in sorted order."""
-    headers = {"Host": host, "X-Amz-Content-SHA256": payload, "X-Amz-Date": when, **extra}
-    if credentials.token:
-        headers["X-Amz-Security-Token"] = credentials.token
-    headers = dict(sorted(headers.items(), key=lambda header: header[0].lower()))
-    names = ";".join(name.lower() for name in headers)
-    canonical = "".join(f"{name.lower()}:{' '.join(value.split())}\n" for name, value in headers.items())
-    request = f"{method}\n{path}\n\n{canonical}\n{names}\n{payload}"
-    scope = f"{when[:8]}/{region}/s3/aws4_request"
-    text = f"AWS4-HMAC-SHA256\n{when}\n{scope}\n{hashlib.sha256(request.encode()).hexdigest()}"
-    key = f"AWS4{credentials.secret_key}".encode()
-    for part in (when[:8], region, "s3", "aws4_request"):
-        key = hmac.digest(key, part.encode(), "sha256")
-    signature = hmac.new(key, text.encode(), "sha256").hexdigest()
-    credential = f"{credentials.access_key}/{scope}"
-    headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders={names}, Signature={signature}"
-    return headers
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Trust exactly what botocore trusts (its CA bundle, never the system's) over
+    TLS 1.2 or later, as its urllib3 does; or, with verify=False, nothing, as botocore."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # checks hostnames; trusts no CA yet
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is None:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    else:  # a file, as botocore reads it: a folder fails here as it fails there
+        context.load_verify_locations(cafile=ca_file)
+    return context
 
 
 @dataclass(frozen=True)
@@ -1472,6 +1576,50 @@ def resolve_target(client: Any, bucket: str, operation: str) -> Target | None:
     return Target(url.scheme, url.hostname, url.port, host_header, url.path.rstrip("/"), signing["region"])
 
 
+def key_path(key: str) -> str:
+    """The key as S3 wants it in a path, and signs it: UTF-8, %-encoded once (not twice, as
+    other services do), never normalised (`a//b` and `./` stay)."""
+    return urllib.parse.quote(key.encode(), safe="/~")
+
+
+def sign(
+    method: str, host: str, path: str, payload: str, credentials: Any, region: str, when: str, extra: Mapping[str, str]
+) -> dict:
+    """SigV4 headers for an S3 request without a query string: signed are host,
+    x-amz-content-sha256 (the payload's real sha256), x-amz-date, x-amz-security-token
+    (temporary credentials) and the extra headers given (content-type,
+    x-amz-expected-bucket-owner), all in sorted order. `credentials` are botocore's, frozen."""
+    headers = {"Host": host, "X-Amz-Content-SHA256": payload, "X-Amz-Date": when, **extra}
+    if credentials.token:
+        headers["X-Amz-Security-Token"] = credentials.token
+    headers = dict(sorted(headers.items(), key=lambda header: header[0].lower()))
+    names = ";".join(name.lower() for name in headers)
+    canonical = "".join(f"{name.lower()}:{' '.join(value.split())}\n" for name, value in headers.items())
+    request = f"{method}\n{path}\n\n{canonical}\n{names}\n{payload}"
+    scope = f"{when[:8]}/{region}/s3/aws4_request"
+    text = f"AWS4-HMAC-SHA256\n{when}\n{scope}\n{hashlib.sha256(request.encode()).hexdigest()}"
+    key = f"AWS4{credentials.secret_key}".encode()
+    for part in (when[:8], region, "s3", "aws4_request"):
+        key = hmac.digest(key, part.encode(), "sha256")
+    signature = hmac.new(key, text.encode(), "sha256").hexdigest()
+    credential = f"{credentials.access_key}/{scope}"
+    headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders={names}, Signature={signature}"
+    return headers
+
+
+###############################################################################
+# S3's fast path: single-request GET and PUT with the standard library
+###############################################################################
+
+FAST_PATH_MAX_BYTES, FAST_PATH_BUFFERS = 2 * 1024 * 1024, 32 * 1024 * 1024
+#: Hosts whose idle connections the fast path keeps, the most recently used: botocore's pool keeps 10.
+FAST_PATH_HOSTS = 10
+AUTH_FAILURES_BEFORE_OFF = 3
+#: S3's error codes that mean the fast path's own signature was refused (not the caller's rights).
+SIGNATURE_REFUSALS = (b"SignatureDoesNotMatch", b"AuthorizationHeaderMalformed", b"RequestTimeTooSkewed")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
 class FastPath:
     """Single-request GET and PUT of small objects without botocore's request machinery.
 
@@ -1479,9 +1627,9 @@ class FastPath:
     keep-alive http.client connections, SigV4 signed here, credentials from
     botocore (frozen per request, so refreshed ones work), the endpoint
     resolved by botocore's ruleset once per bucket. It is taken only where
-    certainly right (see resolve_target and __init__), and it is exactly as
-    safe as botocore: it trusts exactly botocore's CAs, with TLS 1.2 or later,
-    and keeps at most as many connections (`concurrency` idle ones for each of
+    certainly right (fast_path_trust, resolve_target), and it is exactly as
+    safe as botocore: it trusts exactly botocore's CAs (tls_context), and keeps
+    at most as many connections (`concurrency` idle ones for each of
     FAST_PATH_HOSTS hosts). `get` and `put` return None or False for
     anything else: a connection that cannot be made, any answer but a clean
     200; the caller then does that object again through botocore, with its
@@ -1493,47 +1641,35 @@ class FastPath:
     """
 
     def __init__(self, session: Any, client: Any, concurrency: int, enabled: bool, owner: str | None) -> None:
-        import urllib.request  # with botocore (see aws_session), which imports it anyway
-
         import botocore.handlers
-        import botocore.httpsession
 
-        config = client.meta.config
-        # HTTPS is verified as botocore verifies it (its value, from AWS_CA_BUNDLE, the profile,
-        # REQUESTS_CA_BUNDLE or its own bundle); the bundle is parsed once, not per connection.
-        verify = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None), "_verify", None)
-        self.client, self.credentials = client, session.get_credentials()
-        self.enabled = enabled and self.credentials is not None and not config.client_cert and verify is not None
-        self.enabled &= not config.proxies and set(urllib.request.getproxies()) <= {"no"}
-        self.enabled &= hasattr(client, "_ruleset_resolver")
+        self.client, self.credentials, config = client, session.get_credentials(), client.meta.config
+        trusted, self.ca_file = fast_path_trust(client, self.credentials)
+        self.enabled = enabled and trusted
         self.concurrency, self.max_bytes = concurrency, min(FAST_PATH_MAX_BYTES, FAST_PATH_BUFFERS // concurrency)
-        self.timeouts = (config.connect_timeout, config.read_timeout)
-        self.user_agent = f"{config.user_agent} fast-path"
+        self.timeouts, self.user_agent = (config.connect_timeout, config.read_timeout), f"{config.user_agent} fast-path"
         self.owner = {"X-Amz-Expected-Bucket-Owner": owner} if owner else {}
-        self.ca_file = botocore.httpsession.get_cert_path(verify) if verify else None
-        self._context: Any = None  # an ssl.SSLContext, made for the first HTTPS connection
         self.targets: dict[tuple[str, str], Target | None] = {}
         self.idle: dict[tuple, list[http.client.HTTPConnection]] = {}  # by host, the most recently used last
-        self.lock = threading.Lock()
-        self.auth_failures = 0
+        self.lock, self.auth_failures = threading.Lock(), 0
         self.add_recursion_header = botocore.handlers.add_recursion_detection_header  # Lambda's loop detection
+
+    @functools.cached_property
+    def tls(self) -> ssl.SSLContext:
+        """Made for the first HTTPS connection: the CA bundle is parsed once, and never for HTTP."""
+        return tls_context(self.ca_file)
 
     def get(self, bucket: str, key: str, path: str) -> str | None:
         """Download into path; the file's sha256, or None when botocore must do it."""
         sent = self._send(bucket, "GetObject", "GET", key, b"", None)
         if sent is None:
             return None
-        target, connection, response = sent
         try:
-            digest = write_hashing(iter(lambda: response.read(CHUNK), b""), path)
+            digest = write_hashing(iter(lambda: sent[2].read(CHUNK), b""), path)
+            whole = sent[2].chunked or str(os.path.getsize(path)) == sent[2].getheader("Content-Length")
         except (OSError, http.client.HTTPException):
-            connection.close()
-            return None
-        if not response.chunked and str(os.path.getsize(path)) != response.getheader("Content-Length"):
-            connection.close()  # read() ends a cut body quietly: only the count tells
-            return None
-        self._release(target, connection)
-        return digest
+            whole = False
+        return digest if self._release(sent, whole) else None  # read() ends a cut body quietly: the count tells
 
     def put(self, bucket: str, key: str, path: str, content_type: str | None) -> bool:
         """Upload path under key; False when botocore must do it (the same bytes again: safe)."""
@@ -1545,19 +1681,16 @@ class FastPath:
         try:
             sent[2].read()
         except (OSError, http.client.HTTPException):
-            sent[1].close()
-            return False
-        self._release(sent[0], sent[1])
-        return True
+            return self._release(sent, False)
+        return self._release(sent, True)
 
     def _send(self, bucket: str, operation: str, method: str, key: str, body: bytes, kind: str | None) -> Any:
         """One signed request: (target, connection, response) if S3 answered 200, else None."""
         target = self._target(bucket, operation)
         if target is None:
             return None
-        path = f"{target.base_path}/{key_path(key)}"
+        path, when = f"{target.base_path}/{key_path(key)}", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-        when = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         frozen = self.credentials.get_frozen_credentials()
         extra = {**self.owner, **({"Content-Type": kind} if kind else {})}
         headers = sign(method, target.host_header, path, payload, frozen, target.region, when, extra)
@@ -1609,7 +1742,7 @@ class FastPath:
                 return connection, True
             connection.close()
         if target.scheme == "https":
-            connection = http.client.HTTPSConnection(target.host, target.port, context=self._ssl(), blocksize=CHUNK)
+            connection = http.client.HTTPSConnection(target.host, target.port, context=self.tls, blocksize=CHUNK)
         else:
             connection = http.client.HTTPConnection(target.host, target.port, blocksize=CHUNK)
         connection.timeout = self.timeouts[0]
@@ -1617,39 +1750,27 @@ class FastPath:
         connection.sock.settimeout(self.timeouts[1])
         return connection, False
 
-    def _release(self, target: Target, connection: http.client.HTTPConnection) -> None:
-        """Keep a connection whose answer was read whole, within the pool's bounds."""
-        doomed = []
+    def _release(self, sent: tuple[Target, http.client.HTTPConnection, Any], whole: bool) -> bool:
+        """Keep a connection whose answer was read whole, within the pool's bounds; close any other. Whether whole."""
+        target, connection, _ = sent
+        doomed = [connection]
         with self.lock:
-            idle = self.idle.setdefault((target.scheme, target.host, target.port), [])
-            (idle if len(idle) < self.concurrency and connection.sock is not None else doomed).append(connection)
+            if whole and connection.sock is not None:
+                idle = self.idle.setdefault((target.scheme, target.host, target.port), [])
+                if len(idle) < self.concurrency:
+                    idle.append(doomed.pop())
             while len(self.idle) > FAST_PATH_HOSTS:  # the least recently used host's
                 doomed.extend(self.idle.pop(next(iter(self.idle))))
         for stale in doomed:
             stale.close()
-
-    def _ssl(self) -> Any:
-        """Trust exactly what botocore trusts (its CA bundle or folder, never the system's) over
-        TLS 1.2 or later, as its urllib3 does; or, with verify=False, nothing, as botocore."""
-        import ssl  # with botocore (see aws_session), which imports it anyway
-
-        with self.lock:
-            if self._context is None:
-                self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # checks hostnames; trusts no CA yet
-                self._context.minimum_version = ssl.TLSVersion.TLSv1_2
-                if self.ca_file is None:
-                    self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
-                elif os.path.isdir(self.ca_file):
-                    self._context.load_verify_locations(capath=self.ca_file)
-                else:
-                    self._context.load_verify_locations(cafile=self.ca_file)
-            return self._context
+        return whole
 
     def _refused(self, bucket: str, status: int, body: bytes) -> None:
         """A non-200 answer: resolve the bucket again next time (botocore may learn a
         redirect's region meanwhile); count the refusals of the signature itself (not a
-        403 of the caller's rights: a bucket policy, a KMS key)."""
-        code = re.search(rb"<Code>([A-Za-z]+)</Code>", body)
+        403 of the caller's rights: a bucket policy, a KMS key; nor a malformed authorization
+        naming a <Region>: signed for another region, which botocore redirects)."""
+        code = re.search(rb"<Code>([A-Za-z]+)</Code>", body) if b"<Region>" not in body else None
         with self.lock:
             for operation in ("GetObject", "PutObject"):
                 self.targets.pop((bucket, operation), None)
@@ -1664,23 +1785,6 @@ class FastPath:
 ###############################################################################
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
-
-
-PARTIAL_SUFFIX = ".s3eb-partial"
-
-
-def _open_folders(top: str, names: Sequence[str]) -> int:
-    """The folder top/names..., made where missing; a link on the way raises OSError."""
-    fd = os.open(top, _DIRECTORY)
-    for name in names:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, 0o777, dir_fd=fd)
-        try:
-            child = os.open(name, _DIRECTORY, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = child
-    return fd
 
 
 class LocalStore:
@@ -1736,23 +1840,9 @@ class LocalStore:
         return digests
 
     def upload(self, bucket: str, items: Sequence[tuple[str, str]]) -> None:
-        """Copy outputs in; each appears whole (rename), as an S3 object would.
-
-        Folders are made one by one and never through a link, so an output
-        cannot land outside the bucket's folder.
-        """
+        """Copy outputs in (copy_into): each appears whole, and never outside the bucket's folder."""
         for source, key in items:
-            *folders, name = key.split("/")
-            fd = _open_folders(self.folders[bucket], folders)
-            try:
-                partial = os.open(
-                    name + PARTIAL_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=fd
-                )
-                with open(source, "rb") as reader, open(partial, "wb") as writer:
-                    shutil.copyfileobj(reader, writer, CHUNK)
-                os.replace(name + PARTIAL_SUFFIX, name, src_dir_fd=fd, dst_dir_fd=fd)
-            finally:
-                os.close(fd)
+            copy_into(self.folders[bucket], key, source)
             self.written.append(ObjectRef(bucket, key))
 
 
@@ -1762,11 +1852,6 @@ def _object_shape(item: dict) -> dict:
     if isinstance(item.get("LastModified"), datetime.datetime):
         shaped["LastModified"] = utc_timestamp(item["LastModified"].timestamp())
     return shaped
-
-
-def _expect_owner(owner: str, params: dict, model: Any, **_: Any) -> None:
-    if "ExpectedBucketOwner" in model.input_shape.members:
-        params.setdefault("ExpectedBucketOwner", owner)
 
 
 def _results(futures: Sequence[tuple[str, Any]], bucket: str, verb: str) -> list[Any]:
@@ -1794,33 +1879,9 @@ class S3Store:
     """
 
     def __init__(self, session: Any, concurrency: int, fast_path: bool = True, owner: str | None = None) -> None:
-        import platform
-
-        import botocore.config  # see aws_session
-        import botocore.handlers
-
-        # Client-side parameter validation costs ~10% of a small request's CPU;
-        # the bridge builds every request itself, and S3 validates them anyway.
-        # A fixed user agent spares botocore building its own twice per request.
-        agent = f"s3-event-bridge/{__version__} botocore/{botocore.__version__} python/{platform.python_version()}"
-        config = botocore.config.Config(
-            max_pool_connections=concurrency,
-            retries={"mode": "standard"},
-            parameter_validation=False,
-            user_agent=agent,
-        )
-        self.client = session.create_client("s3", config=config)
-        cache_endpoints_per_bucket(session, self.client)
+        self.client = s3_client(session, concurrency, owner)
         self.fast = FastPath(session, self.client, concurrency, fast_path, owner)
-        if owner:  # on every request that can carry it: S3 refuses it when another account owns the bucket
-            self.client.meta.events.register("before-parameter-build.s3", functools.partial(_expect_owner, owner))
-        # botocore sends "Expect: 100-continue" with every file body, costing
-        # each small single-request upload a round trip; keep it for multipart
-        # parts only, where sparing a rejected 8 MiB body is worth one.
-        self.client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
-        self.client.meta.events.register("before-call.s3.UploadPart", botocore.handlers.add_expect_header)
-        self.concurrency = concurrency
-        self.pool = concurrent.futures.ThreadPoolExecutor(concurrency)
+        self.concurrency, self.pool = concurrency, concurrent.futures.ThreadPoolExecutor(concurrency)
         self._manager: Any = None
         self._manager_lock = threading.Lock()
 
@@ -1955,30 +2016,169 @@ def changed_files(root: str, pulled: Mapping[str, tuple[int, str]]) -> list[str]
 
 
 ###############################################################################
-# Handler, signals and shutdown
+# Handler: what it inherits, how it starts, how it and what it left end
 ###############################################################################
 
-
-KILL_GRACE_SECONDS = 3.0
-
-
-EXIT_MARGIN_SECONDS = 1.0
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
-
-
-#: What the bridge never passes on from its own environment: the Runtime API's address, and what
-#: it sets itself for each handler.
-HANDLER_SET = frozenset({"AWS_LAMBDA_RUNTIME_API", "TRIGGERS_FILE", "BATCH_USER_ARGUMENTS", "S3_EVENT_BRIDGE_HANDLER"})
-
-
+KILL_GRACE_SECONDS, PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 3.0, 1, 36
 #: The variable that marks a handler's processes (a random value per run): as PID 1, whose orphans
 #: arrive from anywhere, the bridge ends only the leftovers that carry it (or the handler's session).
 HANDLER_MARK = "S3_EVENT_BRIDGE_HANDLER"
+#: What the bridge never passes on from its own environment: the Runtime API's address, and what
+#: it sets itself for each handler.
+HANDLER_SET = frozenset({"AWS_LAMBDA_RUNTIME_API", "TRIGGERS_FILE", "BATCH_USER_ARGUMENTS", HANDLER_MARK})
+
+
+def handler_environment(config: Config, environ: Mapping[str, str], group: Group, work: WorkFolder) -> dict[str, str]:
+    """The one place that decides what the handler's environment holds: the bridge's own
+    (its AWS credentials included: a handler may call AWS as the function), less the Runtime
+    API's address (a handler could take the next invocation away from the bridge); plus its
+    folder, the group's bucket and prefix, the file of the keys that triggered it, a Batch
+    Operations job's arguments, and the mark that tells its processes from any other's."""
+    return {
+        **{name: value for name, value in environ.items() if name not in HANDLER_SET},
+        config.root_folder_var: work.root,
+        config.bucket_var: group.bucket,
+        config.key_prefix_var: group.prefix,
+        "TRIGGERS_FILE": work.write_triggers(group),
+        HANDLER_MARK: os.urandom(8).hex(),
+        **({"BATCH_USER_ARGUMENTS": group.job} if group.job is not None else {}),
+    }
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """Linux's prctl, loaded once (before any fork); None elsewhere."""
+    try:
+        import ctypes  # a minimal Python may lack it: then this is best effort
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def become_subreaper() -> bool:
+    """Linux: let orphaned descendants of handlers be re-parented here, so they can be ended."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _in_the_child(parent: int) -> Callable[[], None]:
+    """What the handler's process does between fork and exec: every signal at its default
+    disposition and unblocked (whatever the bridge inherited: nohup ignores SIGHUP), SIGKILL
+    when the bridge dies (SIGKILL, the OOM killer), or an end at once if it already has."""
+    prctl, ignored = _prctl(), [n for n in signal.valid_signals() if signal.getsignal(n) == signal.SIG_IGN]
+
+    def child() -> None:
+        for signum in ignored:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        if prctl is not None and (prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent):
+            os._exit(127)
+
+    return child
+
+
+def spawn_handler(command: Sequence[str], env: Mapping[str, str], relay: bool) -> subprocess.Popen:
+    """Start the handler in a session and process group of its own, with stdin from /dev/null,
+    no descriptor of the bridge's but stdout and stderr (pipes, with `relay`), every signal at its
+    default and unblocked, the bridge's working directory and umask, and SIGKILL should the
+    bridge die (_in_the_child)."""
+    pipe = subprocess.PIPE if relay else None
+    try:
+        return subprocess.Popen(
+            list(command),
+            env=dict(env),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=pipe,
+            stderr=pipe,
+            preexec_fn=_in_the_child(os.getpid()),  # system calls only: no lock a fork could leave held
+        )
+    except (OSError, ValueError) as exc:
+        raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _end_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the handler's group, then SIGKILL if it is not gone after KILL_GRACE_SECONDS."""
+    _signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _children() -> Iterator[tuple[int, bytes, int, int]]:
+    """This process's children, from /proc (none without it): pid, state, process group, session."""
+    with contextlib.suppress(OSError):
+        for name in [name for name in os.listdir("/proc") if name.isdigit()]:
+            try:
+                with open(f"/proc/{name}/stat", "rb") as status:
+                    state, ppid, pgrp, sid = status.read().rpartition(b")")[2].split()[:4]
+            except OSError:
+                continue
+            if int(ppid) == os.getpid():
+                yield int(name), state, int(pgrp), int(sid)
+
+
+def _is_stray(pid: int, pgrp: int, sid: int, session: int, mark: bytes | None) -> bool:
+    """A child outside this process's group: a handler's leftover. With a mark (as PID 1), only
+    one in the handler's session or whose environment carries the mark."""
+    if pgrp == os.getpgrp():
+        return False
+    if mark is None or sid == session:
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return mark in environ.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def end_strays(session: int, mark: bytes | None) -> None:
+    """Kill and reap what a handler left outside its process group (re-parented here); as PID 1
+    (a mark given), also reap every other child that has exited, orphans of anyone's: never kill those.
+
+    One this user may not signal (another user's, in this PID namespace) is
+    spared, and reaped only if it has already exited.
+    """
+    spared: set[int] = set()
+    while strays := [p for p, _, g, s in _children() if p not in spared and _is_stray(p, g, s, session, mark)]:
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except PermissionError:
+                spared.add(pid)
+            except ProcessLookupError:
+                pass
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG if pid in spared else 0)
+    with contextlib.suppress(ChildProcessError):
+        while mark is not None and os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+###############################################################################
+# Shutdown: signals, and each mode's policy
+###############################################################################
+
+EXIT_MARGIN_SECONDS, STOP_SIGNALS, SHUTDOWN_GRACE_SECONDS = 1.0, (signal.SIGTERM, signal.SIGINT), 20.0
+#: What a signal does in each mode: (seconds a running group may still take to finish, exit status
+#: when the mode was idle, exit status when a running group had to be left unfinished). Only the
+#: SQS worker gives a group time: its messages would otherwise come back only after their
+#: visibility timeout. A worker stopped by a signal exits 0, as a container orchestrator expects.
+SHUTDOWN_POLICY = {
+    "lambda": (0.0, 1, 1),
+    "run": (0.0, 1, 1),
+    "consume": (SHUTDOWN_GRACE_SECONDS, 0, 0),
+    "local": (0.0, 0, 1),
+    "backfill": (0.0, 1, 1),
+}
 
 
 def _wake_only(signum: int, frame: Any) -> None:
@@ -1999,108 +2199,9 @@ def _work_done(wake: int, seconds: float) -> bool:
     """Wait up to `seconds` for the work thread's end (a 0 byte); signal numbers are skipped."""
     deadline = time.monotonic() + seconds
     while select.select([wake], [], [], max(0.0, deadline - time.monotonic()))[0]:
-        if os.read(wake, 1) == b"\0":
+        if 0 in os.read(wake, 65536):
             return True
     return False
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _end_group(process: subprocess.Popen) -> None:
-    """SIGTERM to the handler's group, then SIGKILL if it is not gone after KILL_GRACE_SECONDS."""
-    _signal_group(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        _signal_group(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@functools.cache
-def _prctl() -> Callable[..., int] | None:
-    """Linux's prctl, loaded once (before any fork); None elsewhere."""
-    try:
-        import ctypes  # standard library; only the program (which runs handlers) needs it
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (ImportError, OSError, AttributeError):  # not Linux, or no ctypes: best effort
-        return None
-
-
-def become_subreaper() -> bool:
-    """Linux: let orphaned descendants of handlers be re-parented here, so they can be ended."""
-    prctl = _prctl()
-    return prctl is not None and prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-
-
-def _dies_with(parent: int) -> Callable[[], None]:
-    """What the handler's process does between fork and exec: take SIGKILL when the bridge dies
-    (SIGKILL, the OOM killer), or end at once if it already has."""
-    prctl = _prctl()
-
-    def child() -> None:
-        if prctl is not None and (prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent):
-            os._exit(127)
-
-    return child
-
-
-def _children() -> Iterator[tuple[int, bytes, int, int]]:
-    """This process's children, from /proc (none without it): pid, state, process group, session."""
-    with contextlib.suppress(OSError):
-        for name in [name for name in os.listdir("/proc") if name.isdigit()]:
-            try:
-                with open(f"/proc/{name}/stat", "rb") as status:
-                    state, ppid, pgrp, sid = status.read().rpartition(b")")[2].split()[:4]
-            except OSError:
-                continue
-            if int(ppid) == os.getpid():
-                yield int(name), state, int(pgrp), int(sid)
-
-
-def _strays(session: int, mark: bytes | None) -> list[int]:
-    """Children outside this process's group: a handler's leftovers. With a mark (as PID 1),
-    only those in the handler's session or whose environment carries the mark."""
-    found = []
-    for pid, _, pgrp, sid in _children():
-        try:
-            if pgrp == os.getpgrp() or (mark is not None and sid != session and not _carries(pid, mark)):
-                continue
-        except OSError:
-            continue
-        found.append(pid)
-    return found
-
-
-def _carries(pid: int, mark: bytes) -> bool:
-    with open(f"/proc/{pid}/environ", "rb") as environ:
-        return mark in environ.read().split(b"\0")
-
-
-def end_strays(session: int, mark: bytes | None) -> None:
-    """Kill and reap what a handler left outside its process group (re-parented here); as PID 1
-    (a mark given), also reap every other child that has exited, orphans of anyone's: never kill those.
-
-    One this user may not signal (another user's, in this PID namespace) is
-    spared, and reaped only if it has already exited.
-    """
-    spared: set[int] = set()
-    while strays := [pid for pid in _strays(session, mark) if pid not in spared]:
-        for pid in strays:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except PermissionError:
-                spared.add(pid)
-            except ProcessLookupError:
-                pass
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG if pid in spared else 0)
-    with contextlib.suppress(ChildProcessError):
-        while mark is not None and os.waitpid(-1, os.WNOHANG)[0]:
-            pass
 
 
 class Supervisor:
@@ -2111,25 +2212,22 @@ class Supervisor:
     start, so a signal during start-up is not lost). Once a signal is seen
     nothing new starts: work and handlers start under `lock`, which the
     decision also takes, so none slips in after it. Idle work (waiting for
-    messages) is left at once. Busy work gets `grace` seconds, then the
-    handler's process group gets SIGTERM, KILL_GRACE_SECONDS later SIGKILL,
-    and the process ends EXIT_MARGIN_SECONDS after that whatever still runs
-    (a transfer cannot be cut short otherwise). A handler ended this way has
-    failed, whatever its exit status. Unfinished work is never acknowledged.
+    messages) is left at once. Busy work gets the mode's grace
+    (SHUTDOWN_POLICY), then the handler's process group gets SIGTERM,
+    KILL_GRACE_SECONDS later SIGKILL, and the process ends
+    EXIT_MARGIN_SECONDS after that whatever still runs (a transfer cannot be
+    cut short otherwise). A handler ended this way has failed, whatever its
+    exit status. Unfinished work is never acknowledged.
 
-    With `reap` (the program, not a library caller), the process makes itself
-    a child subreaper (Linux): a handler's descendants that left its process
-    group are re-parented here, and are killed and reaped when the handler
-    ends. As PID 1 of a container, this also reaps orphaned zombies.
+    As a `subreaper` (the program, not a library caller), the process makes
+    itself a child subreaper (Linux): a handler's descendants that left its
+    process group are re-parented here, and are killed and reaped when the
+    handler ends. As PID 1 of a container, this also reaps orphaned zombies.
     """
 
-    def __init__(self, reap: bool = False) -> None:
-        self.grace = 0.0  # consume gives busy work SHUTDOWN_GRACE_SECONDS; the other modes none
-        self.reap = reap and (become_subreaper() or os.getpid() == 1)
-        self.signum = 0
-        self.busy = False
-        self.handler_group: int | None = None
-        self.handler_ended = False
+    def __init__(self, subreaper: bool = False) -> None:
+        self.subreaper = subreaper and (become_subreaper() or os.getpid() == 1)
+        self.signum, self.busy, self.handler_group, self.handler_ended = 0, False, None, False
         self.relays: list[threading.Thread] = []
         self.session, self.mark = 0, ""
         self.lock = threading.Lock()
@@ -2139,19 +2237,20 @@ class Supervisor:
     def stopping(self) -> bool:
         return bool(self.signum)
 
-    def _end_strays(self) -> None:
-        """End the last handler's leftovers; as PID 1, where the orphans of any process arrive,
-        only those of its session or carrying its mark."""
-        if self.reap:
-            end_strays(self.session, f"{HANDLER_MARK}={self.mark}".encode() if os.getpid() == 1 else None)
-
     @contextlib.contextmanager
     def listening(self) -> Iterator[None]:
-        """Hear SIGTERM and SIGINT from now on (the wakeup fd records them), and no longer afterwards."""
+        """Hear SIGTERM and SIGINT from now on (the wakeup fd records them), and no longer
+        afterwards; as PID 1, SIGCHLD too. Start-up runs without garbage collection: it builds
+        ~65,000 objects that live as long as the process (botocore's models, rules, handlers)
+        and frees next to none, yet collections walked them all (25-40 ms of CPU, one landing
+        in the first invocation); `supervise` freezes them and collects again."""
+        gc.disable()
         self.wake, self.waker = os.pipe()
         os.set_blocking(self.waker, False)
-        heard = (*STOP_SIGNALS, signal.SIGCHLD) if self.reap and os.getpid() == 1 else STOP_SIGNALS
-        previous = [signal.signal(signum, _wake_only) for signum in heard]
+        heard = (*STOP_SIGNALS, signal.SIGCHLD) if self.subreaper and os.getpid() == 1 else STOP_SIGNALS
+        previous = {signum: signal.signal(signum, _wake_only) for signum in heard}
+        if signal.SIGCHLD not in previous:  # an inherited SIG_IGN would reap handlers before their status is read
+            previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         previous_fd = signal.set_wakeup_fd(self.waker)
         try:
             yield
@@ -2159,12 +2258,13 @@ class Supervisor:
             signal.alarm(0)
             gc.enable()
             signal.set_wakeup_fd(previous_fd)
-            for signum, handler in zip(heard, previous):
+            for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
     @contextlib.contextmanager
-    def busy_work(self) -> Iterator[bool]:
-        """Mark the work thread busy for a stretch of work; False once stopping, and then it must start nothing."""
+    def starting_work(self) -> Iterator[bool]:
+        """Mark the work thread busy for a stretch of work; yields whether it may start (False once
+        stopping, and then it must start nothing)."""
         with self.lock:
             self.busy = not self.signum
         try:
@@ -2174,32 +2274,16 @@ class Supervisor:
                 self.busy = False
 
     def start_handler(self, command: Sequence[str], env: Mapping[str, str], relay: bool) -> subprocess.Popen:
-        """Start the handler, unless stopping: in a session and process group of its own, with
-        stdin from /dev/null, no descriptor of the bridge's but stdout and stderr (pipes, with
-        `relay`: its lines are logged as records of their own), default signal dispositions,
-        and SIGKILL should the bridge die."""
-        pipe = subprocess.PIPE if relay else None
+        """Start the handler (spawn_handler), unless stopping; with `relay`, its lines are logged
+        as records of their own."""
         with self.lock:
             if self.signum:
                 raise GroupError("shutting down: the handler was not started", "shut_down")
-            try:
-                process = subprocess.Popen(
-                    list(command),
-                    env=dict(env),
-                    start_new_session=True,
-                    stdin=subprocess.DEVNULL,
-                    stdout=pipe,
-                    stderr=pipe,
-                    preexec_fn=_dies_with(os.getpid()),  # prctl only: takes no lock a fork could leave held
-                )
-            except (OSError, ValueError) as exc:
-                raise GroupError(f"handler {command[0]!r} could not start: {exc}") from None
+            process = spawn_handler(command, env, relay)
             self.handler_group, self.handler_ended = process.pid, False
             self.session, self.mark = process.pid, env.get(HANDLER_MARK, "")
         try:
-            self.relays = (
-                [relay_lines(process.stdout, "stdout"), relay_lines(process.stderr, "stderr")] if relay else []
-            )
+            self.relays = relay_output(process) if relay else []
         except RuntimeError as exc:  # no thread to drain its pipes: it must not run unread
             _signal_group(process.pid, signal.SIGKILL)
             process.wait()
@@ -2232,41 +2316,42 @@ class Supervisor:
             raise GroupError(f"handler ended by shutdown (its exit status {status} does not count)", "shut_down")
         return status
 
-    def supervise(self, work: Callable[[], int], stopped: int, cut: int = 1) -> int:
-        """Run work on a thread; its exit status, `stopped` if a signal ended it while idle,
-        or `cut` (at the hard deadline) if busy work had to be left unfinished."""
-        # Start-up ran without garbage collection: it builds ~65,000 objects that live as long
-        # as the process (botocore's models, rules, handlers) and frees next to none, yet the
-        # collections walked them all (25-40 ms of CPU, one landing in the first invocation).
-        gc.freeze()
+    def _end_strays(self) -> None:
+        """End the last handler's leftovers; as PID 1, where the orphans of any process arrive,
+        only those of its session or carrying its mark."""
+        if self.subreaper:
+            end_strays(self.session, f"{HANDLER_MARK}={self.mark}".encode() if os.getpid() == 1 else None)
+
+    def supervise(self, work: Callable[[], int], mode: str) -> int:
+        """Run work on a thread; its exit status, or the mode's when a signal ended it (SHUTDOWN_POLICY)."""
+        grace, idle_status, cut_status = SHUTDOWN_POLICY[mode]
+        gc.freeze()  # what start-up built: see listening
         gc.enable()
         status: list[int] = []
         threading.Thread(target=_work_thread, args=(work, status, self.waker), daemon=True).start()
-        event = os.read(self.wake, 1)[0]
-        while event == signal.SIGCHLD:  # as PID 1: a child has exited, maybe an orphan of anyone's
-            with self.lock:  # a handler just started is known here, and its status is its own wait's
-                running = self.handler_group
-            for pid, state, _, _ in _children():
-                if state == b"Z" and pid != running:
-                    with contextlib.suppress(ChildProcessError):
-                        os.waitpid(pid, os.WNOHANG)
-            event = os.read(self.wake, 1)[0]
+        # All that waits is read at once: a flood of SIGCHLD (as PID 1) never fills the pipe and drops a SIGTERM.
+        while (event := next((e for e in os.read(self.wake, 65536) if e != signal.SIGCHLD), None)) is None:
+            with self.lock:  # start_handler forks under it: a handler's exit status is always its own wait's
+                for pid, state, _, _ in _children():
+                    if state == b"Z" and pid != self.handler_group:  # an orphan of anyone's
+                        with contextlib.suppress(ChildProcessError):
+                            os.waitpid(pid, os.WNOHANG)
         if event:
-            self._stop(event, cut)
-        return status[0] if status else stopped
+            self._stop(event, grace, cut_status)
+        return status[0] if status else idle_status
 
-    def _stop(self, signum: int, cut: int) -> None:
+    def _stop(self, signum: int, grace: float, cut_status: int) -> None:
         # A deadline the kernel keeps, even should this thread never run again
         # (a jq filter holding the interpreter, a blocked stderr): SIGALRM ends the process.
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(int(self.grace + KILL_GRACE_SECONDS + EXIT_MARGIN_SECONDS) + 2)
+        signal.alarm(int(grace + KILL_GRACE_SECONDS + EXIT_MARGIN_SECONDS) + 2)
         with self.lock:
             self.signum, idle = signum, not self.busy
         if idle:
             log.info("signal %d: stopping", signum)
             return
-        log.warning("signal %d: taking no new work; the running group has %.0fs to finish", signum, self.grace)
-        for seconds, end_with in ((self.grace, signal.SIGTERM), (KILL_GRACE_SECONDS, signal.SIGKILL)):
+        log.warning("signal %d: taking no new work; the running group has %.0fs to finish", signum, grace)
+        for seconds, end_with in ((grace, signal.SIGTERM), (KILL_GRACE_SECONDS, signal.SIGKILL)):
             if _work_done(self.wake, seconds):
                 return
             with self.lock:
@@ -2278,146 +2363,26 @@ class Supervisor:
                 log.error("stopping now, with the running group unfinished: its messages are not acknowledged")
                 self._end_strays()
             finally:
-                os._exit(cut)
-
-
-###############################################################################
-# Work folders
-###############################################################################
-
-
-WORK_PREFIX = "s3eb-work-"
-
-
-def _still_at(path: str, fd: int) -> bool:
-    try:
-        return os.path.samestat(os.lstat(path), os.fstat(fd))
-    except FileNotFoundError:
-        return False
-
-
-@dataclass(frozen=True)
-class WorkFolder:
-    """A folder of the bridge's own, under an exclusive flock while in use.
-
-    The handler works in `root` inside it, so nothing it does to its own
-    folder touches the lock, which tells another process's start-up sweep
-    that the folder is live (across PID namespaces, unlike a PID).
-    """
-
-    path: str
-    fd: int
-
-    @property
-    def root(self) -> str:
-        return os.path.join(self.path, "root")
-
-    def write_triggers(self, group: Group) -> str:
-        """A JSON array of the keys that triggered the group, relative to `root` (those that are safe
-        paths), beside `root` so that it is never uploaded; its path. A file, not a variable: a batch
-        may name thousands of keys, more than an environment can hold."""
-        relative = [path for path in (relative_path(key, group.prefix) for key in group.triggers) if path]
-        fd = os.open("triggers.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=self.fd)
-        with open(fd, "w", encoding="utf-8") as target:
-            json.dump(relative, target, ensure_ascii=False)
-        return os.path.join(self.path, "triggers.json")
-
-    def reclaim(self) -> None:
-        """After the handler: check it is still the folder locked, and give back the permissions the handler took."""
-        with contextlib.suppress(FileNotFoundError):
-            if _still_at(self.path, self.fd):
-                os.fchmod(self.fd, 0o700)
-                info = os.stat("root", dir_fd=self.fd, follow_symlinks=False)
-                if stat.S_ISDIR(info.st_mode):
-                    _open_up(info, "root", self.fd)
-                    return
-        raise GroupError("the handler moved, removed or replaced its work folder; nothing uploaded")
-
-    def remove(self) -> None:
-        """Remove it whatever it holds, also where the handler moved it; a failure is logged (the next start sweeps)."""
-        try:
-            if not _still_at(self.path, self.fd):  # found through its descriptor, if /proc is there
-                moved = os.readlink(f"/proc/self/fd/{self.fd}")
-                if _still_at(moved, self.fd):
-                    log.warning("the handler moved its work folder to %s; removing it there", moved)
-                    remove_tree(moved)
-            remove_tree(self.path)  # what stands there now: a link is removed, never followed
-        except OSError as exc:
-            log.warning("could not remove work folder %s: %s", self.path, exc)
-        finally:
-            os.close(self.fd)
-
-
-def make_work_folder(parent: str | None = None) -> WorkFolder:
-    """A new locked work folder with an empty `root`; one that cannot be made fails the group.
-
-    A sweep can catch a folder between mkdtemp and flock, but it removes a
-    folder only while holding its lock: so the folder is checked once
-    locked, and made anew if it went. To a sweep, making and locking are
-    then one step.
-    """
-    try:
-        while True:
-            path = tempfile.mkdtemp(prefix=WORK_PREFIX, dir=parent)
-            with contextlib.suppress(FileNotFoundError):
-                fd = os.open(path, _DIRECTORY)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    if _still_at(path, fd):
-                        os.mkdir(os.path.join(path, "root"), 0o700)
-                        return WorkFolder(path, fd)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                os.close(fd)
-    except OSError as exc:
-        raise GroupError(f"cannot make a work folder in {parent or tempfile.gettempdir()}: {exc}") from None
-
-
-def _remove_if_stale(path: str) -> None:
-    if os.path.islink(path):
-        os.unlink(path)
-        return
-    fd = os.open(path, _DIRECTORY)
-    try:
-        if os.fstat(fd).st_uid != os.geteuid():
-            raise OSError(errno.EPERM, "another user's: left to that user's own next start")
-        with contextlib.suppress(BlockingIOError):  # a live process holds it
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            log.info("removing leftover work folder %s", path)
-            remove_tree(path)
-    finally:
-        os.close(fd)
-
-
-def remove_stale_work_folders(parent: str | None = None) -> None:
-    """Remove the folders of killed earlier runs, never one a live process holds, and never raise.
-
-    A folder that went, or that this user cannot open (another user's, in a
-    shared /tmp), is skipped with a log line.
-    """
-    parent = parent or tempfile.gettempdir()
-    try:
-        names = [name for name in os.listdir(parent) if name.startswith(WORK_PREFIX)]
-    except OSError as exc:
-        log.warning("cannot look for leftover work folders in %s: %s", parent, exc)
-        return
-    for name in names:
-        try:
-            _remove_if_stale(os.path.join(parent, name))
-        except OSError as exc:
-            log.info("leaving %s: %s", os.path.join(parent, name), exc)
+                os._exit(cut_status)
 
 
 ###############################################################################
 # Pipeline: one execution group
 ###############################################################################
 
-
-UPLOAD_RESERVE_FRACTION = 0.2
-
-
-UPLOAD_RESERVE_MAX_SECONDS = 30.0
+UPLOAD_RESERVE_FRACTION, UPLOAD_RESERVE_MAX_SECONDS = 0.2, 30.0
+#: The summary line's numbers that become CloudWatch metrics, with their units.
+METRICS = {
+    "groups_succeeded": "Count",
+    "groups_failed": "Count",  # every failure, timeouts and shutdowns included
+    "groups_timed_out": "Count",
+    "groups_skipped": "Count",
+    "handler_seconds": "Seconds",
+    "pulled_files": "Count",
+    "pulled_bytes": "Bytes",
+    "uploaded_files": "Count",
+    "uploaded_bytes": "Bytes",
+}
 
 
 def handler_time_limit(timeout: float | None, deadline: float | None) -> float | None:
@@ -2431,7 +2396,8 @@ def handler_time_limit(timeout: float | None, deadline: float | None) -> float |
 
 @dataclass
 class GroupReport:
-    """What one group did; logged as one summary line."""
+    """What one group did; logged as one summary line. Its outcome is succeeded, skipped,
+    failed, timed_out or shut_down: every one but the first two fails its messages."""
 
     group: Group
     listed: int = 0
@@ -2451,24 +2417,6 @@ class GroupReport:
         return self.outcome in ("succeeded", "skipped")
 
 
-#: A group's outcomes; every one but these two fails its messages.
-OUTCOMES = ("succeeded", "skipped", "failed", "timed_out", "shut_down")
-
-
-#: The summary line's numbers that become CloudWatch metrics, with their units.
-METRICS = {
-    "groups_succeeded": "Count",
-    "groups_failed": "Count",  # every failure, timeouts and shutdowns included
-    "groups_timed_out": "Count",
-    "groups_skipped": "Count",
-    "handler_seconds": "Seconds",
-    "pulled_files": "Count",
-    "pulled_bytes": "Bytes",
-    "uploaded_files": "Count",
-    "uploaded_bytes": "Bytes",
-}
-
-
 def metric_fields(report: GroupReport, namespace: str, function: str) -> dict:
     """What makes a group's JSON summary line a CloudWatch Embedded Metric Format record.
 
@@ -2480,16 +2428,13 @@ def metric_fields(report: GroupReport, namespace: str, function: str) -> dict:
     ran = report.handler_seconds is not None
     metrics = [{"Name": name, "Unit": unit} for name, unit in METRICS.items() if ran or name != "handler_seconds"]
     directive = {"Namespace": namespace, "Dimensions": [["function"]], "Metrics": metrics}
-    counts = {
+    return {
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]},
+        "function": function,
         "groups_succeeded": int(report.outcome == "succeeded"),
         "groups_failed": int(not report.ok),
         "groups_timed_out": int(report.outcome == "timed_out"),
         "groups_skipped": int(report.outcome == "skipped"),
-    }
-    return {
-        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]},
-        "function": function,
-        **counts,
     }
 
 
@@ -2526,7 +2471,7 @@ class Bridge:
         return report
 
     def _steps(self, group: Group, report: GroupReport, work: WorkFolder, deadline: float | None) -> None:
-        config, root = self.config, work.root
+        config = self.config
         if group.key is not None and group.key.endswith("/"):
             report.outcome, report.error = "skipped", "a folder marker: GROUP_BY=object has no object to pull"
             return
@@ -2539,9 +2484,9 @@ class Bridge:
         if verdict is False:
             report.outcome = "skipped"
             return
-        pulled = self._pull(group, objects, root, report)
+        pulled = self._pull(group, objects, work.root, report)
         limit = handler_time_limit(config.handler_timeout, deadline)
-        env = self.handler_environment(group, work)
+        env = handler_environment(config, self.environ, group, work)
         process = self.supervisor.start_handler(config.handler, env, relay=config.log_json)
         started = time.monotonic()
         try:
@@ -2551,13 +2496,7 @@ class Bridge:
         if status != 0:
             how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
             raise GroupError(f"handler {how}")
-        work.reclaim()
-        changed = changed_files(root, pulled)
-        target = config.target_bucket or group.bucket
-        items = [(os.path.join(root, *relative.split("/")), group.prefix + relative) for relative in changed]
-        report.uploaded_bytes = sum(os.lstat(path).st_size for path, _ in items)
-        self.store.upload(target, items)
-        report.uploaded_files = len(items)
+        self._upload(group, work, pulled, report)
         report.outcome = "succeeded"
 
     def _list(self, group: Group, report: GroupReport) -> list[dict]:
@@ -2570,23 +2509,6 @@ class Bridge:
         listed = {obj["Key"] for obj in objects}
         report.listed, report.missing = len(objects), tuple(key for key in group.triggers if key not in listed)
         return objects
-
-    def handler_environment(self, group: Group, work: WorkFolder) -> dict[str, str]:
-        """The one place that decides what the handler's environment holds: the bridge's own
-        (its AWS credentials included: a handler may call AWS as the function), less the Runtime
-        API's address (a handler could take the next invocation away from the bridge); plus its
-        folder, the group's bucket and prefix, the file of the keys that triggered it, a Batch
-        Operations job's arguments, and the mark that tells its processes from any other's."""
-        config, inherited = self.config, {k: v for k, v in self.environ.items() if k not in HANDLER_SET}
-        return {
-            **inherited,
-            config.root_folder_var: work.root,
-            config.bucket_var: group.bucket,
-            config.key_prefix_var: group.prefix,
-            "TRIGGERS_FILE": work.write_triggers(group),
-            HANDLER_MARK: os.urandom(8).hex(),
-            **({"BATCH_USER_ARGUMENTS": group.job} if group.job is not None else {}),
-        }
 
     def _pull(self, group: Group, objects: list[dict], root: str, report: GroupReport) -> dict[str, tuple[int, str]]:
         """Pull the matching objects; return each pulled file's (size, sha256)."""
@@ -2604,16 +2526,12 @@ class Bridge:
         name_max, items = os.pathconf(root, "PC_NAME_MAX"), []
         for obj in objects:
             key = obj["Key"]
-            if patterns and not any(p.search(key) for p in patterns):
-                continue
             relative = relative_path(key, group.prefix)
-            if relative is None and key == group.prefix:
+            if (patterns and not any(p.search(key) for p in patterns)) or (relative is None and key == group.prefix):
                 continue
-            why = "its key is not a safe path" if relative is None else claim(relative, files, folders, name_max)
-            path = os.path.join(root, *(relative or "").rstrip("/").split("/"))
+            why = placement_refusal(relative, files, folders, name_max) if relative else "its key is not a safe path"
             try:
-                if why is None:
-                    os.makedirs(path if relative.endswith("/") else os.path.dirname(path), exist_ok=True)
+                path = placed_path(root, relative) if why is None else ""
             except OSError as exc:
                 why = f"it cannot be placed ({exc.strerror})"
             if why is not None and group.key is not None:  # the group's one object: nothing to run on
@@ -2623,6 +2541,18 @@ class Bridge:
             elif not relative.endswith("/"):
                 items.append((obj, path, relative))
         return items
+
+    def _upload(self, group: Group, work: WorkFolder, pulled: Mapping[str, Any], report: GroupReport) -> None:
+        """The one place that decides what is uploaded, and where: every regular file in the
+        handler's folder that is new or changed since the pull (changed_files; never a link or
+        a special file), under the group's prefix and its path there, to TARGET_BUCKET or else
+        the group's own bucket. Nothing, if the handler moved or replaced its folder."""
+        work.reclaim()
+        changed = changed_files(work.root, pulled)
+        items = [(os.path.join(work.root, *relative.split("/")), group.prefix + relative) for relative in changed]
+        report.uploaded_bytes = sum(os.lstat(path).st_size for path, _ in items)
+        self.store.upload(self.config.target_bucket or group.bucket, items)
+        report.uploaded_files = len(items)
 
     def _log(self, report: GroupReport) -> None:
         numbers = {name: value for name, value in vars(report).items() if name not in ("group", "error", "missing")}
@@ -2673,17 +2603,16 @@ class Bridge:
 ###############################################################################
 
 
-API_VERSION = "2018-06-01"
+API_VERSION, PLAUSIBLE_DEADLINE_SECONDS = "2018-06-01", 24 * 3600
+#: A handler exit status that says its input can never be processed (sysexits.h EX_DATAERR):
+#: Batch Operations then marks the task PermanentFailure instead of retrying it.
+PERMANENT_EXIT_STATUS = 65
 
 
 def _error_payload(error: BaseException) -> tuple[dict, dict]:
-    error_type = getattr(error, "error_type", f"Runtime.{type(error).__name__}")
-    payload = {
-        "errorType": error_type,
-        "errorMessage": str(error),
-        "stackTrace": traceback.format_tb(error.__traceback__),
-    }
-    return payload, {"Lambda-Runtime-Function-Error-Type": error_type}
+    kind = getattr(error, "error_type", f"Runtime.{type(error).__name__}")
+    payload = {"errorType": kind, "errorMessage": str(error), "stackTrace": traceback.format_tb(error.__traceback__)}
+    return payload, {"Lambda-Runtime-Function-Error-Type": kind}
 
 
 class RuntimeApi:
@@ -2748,9 +2677,6 @@ class RuntimeApi:
         self._post("/init/error", *_error_payload(error))
 
 
-PLAUSIBLE_DEADLINE_SECONDS = 24 * 3600
-
-
 def invocation_deadline(header: str | None, now: float) -> float | None:
     """The deadline in epoch seconds, or None when the header is not a real epoch time.
 
@@ -2765,11 +2691,6 @@ def invocation_deadline(header: str | None, now: float) -> float | None:
         log.warning("ignoring implausible Lambda-Runtime-Deadline-Ms %s", header)
         return None
     return deadline
-
-
-#: A handler exit status that says its input can never be processed (sysexits.h EX_DATAERR):
-#: Batch Operations then marks the task PermanentFailure instead of retrying it.
-PERMANENT_EXIT_STATUS = 65
 
 
 def _refusal(message: Message, config: Config) -> str | None:
@@ -2884,7 +2805,7 @@ def serve_lambda(bridge: Bridge, api: RuntimeApi, environ: Any) -> int:
         else:
             environ.pop("_X_AMZN_TRACE_ID", None)
         deadline = invocation_deadline(headers.get("Lambda-Runtime-Deadline-Ms"), time.time())
-        with supervisor.busy_work() as allowed:
+        with supervisor.starting_work() as allowed:
             if not allowed:
                 _answer(api, request_id, None, BridgeError("shutting down: the invocation was not started"))
                 break
@@ -2894,52 +2815,30 @@ def serve_lambda(bridge: Bridge, api: RuntimeApi, environ: Any) -> int:
 
 
 ###############################################################################
-# Transport: one-shot run, SQS worker, shutdown
+# Transport: one-shot run, SQS worker
 ###############################################################################
+
+RECEIVE_BACKOFF_MAX_SECONDS = 60.0
 
 
 def run_once(bridge: Bridge, group: Group) -> int:
     """`run`: one group, exit status 0 on success or skip, 1 on failure."""
-    with bridge.supervisor.busy_work() as allowed:
+    with bridge.supervisor.starting_work() as allowed:
         return 0 if allowed and bridge.process(group).ok else 1
 
 
-SHUTDOWN_GRACE_SECONDS = 20.0
-
-
-class _Heartbeat:
-    """Keeps received messages invisible while their work runs.
-
-    Every third of the visibility timeout it extends every message still in
-    hand, so a job longer than the timeout is not delivered to another worker.
-    """
-
-    def __init__(self, sqs: Any, queue_url: str, handles: Sequence[str], visibility: int) -> None:
-        self.sqs, self.queue_url, self.handles, self.visibility = sqs, queue_url, handles, visibility
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.done.set()
-        self.thread.join()
-
-    def _beat(self) -> None:
-        while not self.done.wait(max(1.0, self.visibility / 3)):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": self.visibility}
-                for i, h in enumerate(self.handles)
-            ]
-            try:
-                answer = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-            except Exception as exc:  # a missed beat is retried at the next one
-                log.warning("could not extend message visibility: %s", exc)
-                continue
-            for failure in answer.get("Failed", []):
-                log.warning("could not extend visibility of entry %s: %s", failure["Id"], failure.get("Message"))
+def _keep_invisible(sqs: Any, queue_url: str, handles: Sequence[str], visibility: int, done: threading.Event) -> None:
+    """Until done, every third of the visibility timeout, extend every message in hand, so that
+    a job longer than the timeout is not delivered to another worker."""
+    entries = [{"Id": str(n), "ReceiptHandle": h, "VisibilityTimeout": visibility} for n, h in enumerate(handles)]
+    while not done.wait(max(1.0, visibility / 3)):
+        try:
+            answer = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        except Exception as exc:  # a missed beat is retried at the next one
+            log.warning("could not extend message visibility: %s", exc)
+            continue
+        for failure in answer.get("Failed", []):
+            log.warning("could not extend visibility of entry %s: %s", failure["Id"], failure.get("Message"))
 
 
 def delete_messages(sqs: Any, queue_url: str, handles: Mapping[str, str]) -> None:
@@ -2960,15 +2859,19 @@ def delete_messages(sqs: Any, queue_url: str, handles: Mapping[str, str]) -> Non
         log.error("message %s was not deleted: %s", ids[int(failure["Id"])], failure.get("Message"))
 
 
-RECEIVE_BACKOFF_MAX_SECONDS = 60.0
-
-
 def _process_received(bridge: Bridge, sqs: Any, received: Sequence[dict]) -> None:
-    config = bridge.config
+    """One receive's messages as one batch, kept invisible while they run; those that succeeded deleted."""
+    config, done = bridge.config, threading.Event()
     handles = {m["MessageId"]: m["ReceiptHandle"] for m in received}
     messages = [parse_sqs_record({"messageId": m["MessageId"], "body": m.get("Body")}) for m in received]
-    with _Heartbeat(sqs, config.sqs_queue_url, list(handles.values()), config.sqs_visibility_timeout):
+    beat = (sqs, config.sqs_queue_url, list(handles.values()), config.sqs_visibility_timeout, done)
+    heartbeat = threading.Thread(target=_keep_invisible, args=beat, daemon=True)
+    heartbeat.start()
+    try:
         failed = bridge.process_messages(messages)
+    finally:
+        done.set()
+        heartbeat.join()
     delete_messages(sqs, config.sqs_queue_url, {i: h for i, h in handles.items() if i not in failed})
 
 
@@ -2990,20 +2893,11 @@ def serve_sqs(bridge: Bridge, sqs: Any) -> int:
             backoff = min(backoff * 2, RECEIVE_BACKOFF_MAX_SECONDS)
             continue
         backoff = 1.0
-        with supervisor.busy_work() as allowed:
+        with supervisor.starting_work() as allowed:
             if answer.get("Messages") and allowed:
                 _process_received(bridge, sqs, answer["Messages"])
     log.info("stopped")
     return 0
-
-
-def sqs_client(session: Any, attempts: int | None = None) -> Any:
-    """SQS, with botocore's standard retries; backfill's with none (attempts=1): a send whose answer
-    was lost may have arrived, and must never be repeated."""
-    import botocore.config  # see aws_session
-
-    retries = {"mode": "standard", **({"total_max_attempts": attempts} if attempts else {})}
-    return session.create_client("sqs", config=botocore.config.Config(retries=retries))
 
 
 ###############################################################################
@@ -3011,22 +2905,19 @@ def sqs_client(session: Any, attempts: int | None = None) -> Any:
 ###############################################################################
 
 
-BACKFILL_ATTEMPTS = 3
+#: Attempts at sending a batch; a backfilled notification's s3.configurationId, and its principal.
+BACKFILL_ATTEMPTS, BACKFILL_ID = 3, "s3-event-bridge-backfill"
 
 
 def _may_have_arrived(error: Exception) -> bool:
     """Whether a failed call may have reached the service: unless no connection was made, or
     it answered 4xx (a whole call refused, throttled: nothing of it was done), it may have."""
-    import botocore.exceptions  # see aws_session
+    import botocore.exceptions
 
     if isinstance(error, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError)):
         return False
     status = (getattr(error, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return not 400 <= status < 500
-
-
-#: A backfilled notification's s3.configurationId, and the principal named as having caused it.
-BACKFILL_ID = "s3-event-bridge-backfill"
 
 
 def notification_body(bucket: str, obj: dict, region: str, listing: Mapping[str, Any]) -> str:
@@ -3077,72 +2968,94 @@ class Backfill:
     sent: int = 0
     failed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
 
     def notify(self, pages: Iterable[dict], bucket: str, config: Config, region: str) -> int:
-        groups: set[str] = set()
         batch: list[tuple[str, str]] = []
+        for item in self._notifications(pages, bucket, config, region):
+            batch.append(item)
+            if len(batch) == 10:
+                self._send(batch)
+                batch = []
+        self._send(batch)
+        return 1 if self.failed or self.unknown else 0
+
+    def _notifications(
+        self, pages: Iterable[dict], bucket: str, config: Config, region: str
+    ) -> Iterator[tuple[str, str]]:
+        """(key, message body) for each message to send; a listing that fails ends them, as a failure."""
+        groups: set[str] = set()
         try:
             for page in pages:
                 for obj in map(_object_shape, page.get("Contents", ())):
                     self.listed += 1
-                    key = obj["Key"]
-                    if config.match_key and not config.match_key.search(key):
+                    if config.match_key and not config.match_key.search(obj["Key"]):
                         continue
                     self.matched += 1
-                    group = key_prefix(key, config.pull_parent_dirs)
-                    if config.group_by == "folder" and group in groups:
-                        continue
-                    groups.add(group)
-                    batch.append((key, notification_body(bucket, obj, region, page["ResponseMetadata"])))
-                    if len(batch) == 10:
-                        self._send(batch)
-                        batch = []
+                    group = key_prefix(obj["Key"], config.pull_parent_dirs)
+                    if config.group_by == "object" or group not in groups:
+                        groups.add(group)
+                        yield obj["Key"], notification_body(bucket, obj, region, page["ResponseMetadata"])
         except Exception as exc:  # the listing failed: say so; what was sent stays sent
             log.error("listing s3://%s failed after %d objects: %s", bucket, self.listed, exc)
             self.failed.append(f"the rest of s3://{bucket}")
-        self._send(batch)
-        return 1 if self.failed or self.unknown else 0
 
     def _send(self, batch: list[tuple[str, str]]) -> None:
         """Send up to 10 messages, at most once each. Entries SQS refused are sent again, and so
-        is a call that never reached SQS (no connection made, or a 4xx answer); a call that may
-        have reached it (its answer lost, a 5xx) is not: its messages count as unknown."""
-        pending = {str(n): item for n, item in enumerate(batch)}
-        why: dict[str, str] = {}
+        is a call that never reached SQS (no connection made, or a 4xx answer)."""
+        pending, why = {str(n): item for n, item in enumerate(batch)}, {}
         for attempt in range(BACKFILL_ATTEMPTS):
             if not pending:
                 break
             time.sleep(attempt)
-            entries = [{"Id": n, "MessageBody": body} for n, (_, body) in pending.items()]
-            try:
-                answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            except Exception as exc:
-                if _may_have_arrived(exc):
-                    log.error(
-                        "sending %d messages: %s; they may have arrived, and are not sent again", len(pending), exc
-                    )
-                    self.unknown.extend(key for key, _ in pending.values())
-                    return
-                why = dict.fromkeys(pending, f"the call failed before reaching SQS: {exc}")
-                continue
-            self.sent += len(answer.get("Successful", ()))
-            why = {failure["Id"]: failure.get("Message", failure.get("Code")) for failure in answer.get("Failed", ())}
+            why = self._attempt(pending)
             pending = {n: pending[n] for n in why}
         for n, (key, _) in pending.items():
             log.error("not sent: the message for %s: %s", key, why[n])
             self.failed.append(key)
         if self.interactive:
-            print(f"\rlisted {self.listed:,} objects, sent {self.sent:,} messages", end="", file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):
+                print(
+                    f"\rlisted {self.listed:,} objects, sent {self.sent:,} messages",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def _attempt(self, pending: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+        """One SendMessageBatch call: the entries to send again, with why. A call that may have
+        reached SQS (its answer lost, a 5xx, or the process stopped during it), and an entry its
+        answer does not name, are never sent again: those count as unknown."""
+        self.in_flight = [key for key, _ in pending.values()]
+        try:
+            entries = [{"Id": n, "MessageBody": body} for n, (_, body) in pending.items()]
+            answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as exc:
+            if not _may_have_arrived(exc):
+                self.in_flight = []
+                return dict.fromkeys(pending, f"the call failed before reaching SQS: {exc}")
+            log.error("sending %d messages: %s; they may have arrived, and are not sent again", len(pending), exc)
+            answer = {}
+        self.in_flight, sent = [], {entry.get("Id") for entry in answer.get("Successful", ())} & set(pending)
+        why = {f["Id"]: f.get("Message", f.get("Code")) for f in answer.get("Failed", ()) if f.get("Id") in pending}
+        self.sent += len(sent)
+        for n in set(pending) - sent - set(why):
+            log.info("the message for %s: unknown whether it arrived; not sent again", pending[n][0])
+            self.unknown.append(pending[n][0])
+        return why
 
     def summary(self) -> str:
+        unknown = len(self.unknown) + len(self.in_flight)  # in flight: the process stopped during the call
         counts = f"listed {self.listed} objects, {self.matched} matching MATCH_KEY; sent {self.sent} messages"
-        unknown = f", {len(self.unknown)} unknown (they may have arrived; not sent again)" if self.unknown else ""
-        return f"{counts} (one per {self.per}), {len(self.failed)} not sent{unknown}"
+        unknown_text = f", {unknown} unknown (they may have arrived; not sent again)" if unknown else ""
+        return f"{counts} (one per {self.per}), {len(self.failed)} not sent{unknown_text}"
 
 
 ###############################################################################
 # Transport: local mode
 ###############################################################################
+
+WATCH_INTERVAL_SECONDS = 1.0
 
 
 def read_env_file(path: str) -> dict[str, str]:
@@ -3178,9 +3091,6 @@ class Tally:
         self.files_written += report.uploaded_files
 
 
-WATCH_INTERVAL_SECONDS = 1.0
-
-
 @dataclass
 class LocalMode:
     """A folder as the bucket; the bridge plays S3's notifications itself.
@@ -3200,9 +3110,9 @@ class LocalMode:
     def serve(self, keys: Sequence[str], watch: bool) -> int:
         """The work thread: the keys and all they cause, then (watch) whatever appears; its exit status."""
         try:
-            if self._busy_cascade(keys) is not None and watch:
+            if self._cascade_unless_stopping(keys) is not None and watch:
                 log.info("watching %s", self.store.folders[self.bucket])
-                self.watch(WATCH_INTERVAL_SECONDS)
+                self.watch()
         except BridgeError as exc:
             log.error("%s", exc)
             return 1
@@ -3227,12 +3137,12 @@ class LocalMode:
             raise BridgeError(f"stopped after {self.max_rounds} rounds; these keys kept triggering work: {shown}")
         return written
 
-    def _busy_cascade(self, keys: Sequence[str]) -> set[str] | None:
+    def _cascade_unless_stopping(self, keys: Sequence[str]) -> set[str] | None:
         """cascade() as the supervisor's busy work; None once stopping, when nothing may start."""
-        with self.supervisor.busy_work() as allowed:
+        with self.supervisor.starting_work() as allowed:
             return self.cascade(keys) if allowed else None
 
-    def watch(self, interval: float) -> None:
+    def watch(self) -> None:
         """Poll the folder; a new or changed file is an event once it stops changing.
 
         A file processed is done in the state it was read in, an output in the
@@ -3243,12 +3153,12 @@ class LocalMode:
         previous = self._stats()
         done = dict(previous)
         while not self.supervisor.stopping:
-            time.sleep(interval)
+            time.sleep(WATCH_INTERVAL_SECONDS)
             try:
                 current = self._stats()
                 ready = [key for key, seen in current.items() if seen != done.get(key) and seen == previous.get(key)]
                 previous = current
-                written = self._busy_cascade(ready) if ready else set()
+                written = self._cascade_unless_stopping(ready) if ready else set()
                 if written is None:
                     return
                 done.update((key, current[key]) for key in ready)
@@ -3296,7 +3206,7 @@ def _variables_read(mode: str) -> str:
     """The epilog of a mode's --help: the variables it reads, with their defaults."""
     rows = [
         (f"{name}={default}" if default else name, text)
-        for name, default, modes, text in SETTINGS
+        for name, _, _, default, modes, text in SETTINGS
         if mode in modes.split() or not modes
     ]
     width = max(len(left) for left, _ in rows)
@@ -3369,29 +3279,6 @@ def _startup_failed(exc: Exception) -> int:
     return 1
 
 
-def s3_bridge(config: Config, environ: Any, session: Any, supervisor: Supervisor) -> Bridge:
-    store = S3Store(session, config.transfer_concurrency, config.fast_path, config.expected_bucket_owner)
-    return Bridge(config, store, environ, supervisor)
-
-
-def main_lambda(args: Any, environ: Any, bundle: Bundle | None, supervisor: Supervisor) -> int:
-    try:
-        api = RuntimeApi(environ.get("AWS_LAMBDA_RUNTIME_API", ""))
-    except ConfigError as exc:
-        return _startup_failed(exc)
-    try:
-        files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
-        config = Config.from_env(environ, args.command)
-        setup_logging(config)
-        remove_stale_work_folders()
-        bridge = s3_bridge(config, environ, aws_session(files), supervisor)
-    except Exception as exc:  # any start-up failure is an init error for Lambda
-        with contextlib.suppress(RuntimeApiError):
-            api.init_error(exc)
-        return _startup_failed(exc)
-    return supervisor.supervise(functools.partial(serve_lambda, bridge, api, environ), stopped=1)
-
-
 def _bucket_and_prefix(args: Any, config: Config) -> tuple[str, str]:
     bucket = args.bucket or config.bucket
     if not bucket:
@@ -3399,57 +3286,47 @@ def _bucket_and_prefix(args: Any, config: Config) -> tuple[str, str]:
     return bucket, config.key_prefix if args.prefix is None else args.prefix
 
 
-def main_run(args: Any, config: Config, environ: Any, files: str | None, supervisor: Supervisor) -> int:
-    """The group of --key as its event would make it, or the folder --prefix (GROUP_BY=folder)."""
+def _run_group(args: Any, config: Config) -> Group:
+    """`run`: the group of --key as its event would make it, or the folder --prefix (GROUP_BY=folder)."""
     bucket, prefix = _bucket_and_prefix(args, config)
     if args.key is not None and args.prefix is not None:
         raise ConfigError("run: give --key or --prefix, not both")
-    if args.key is not None:
-        (group,) = group_messages(
-            [Message("run", (ObjectRef(bucket, args.key),))], dataclasses.replace(config, match_key=None)
-        )
-    elif config.group_by == "object":
+    if args.key is None and config.group_by == "object":
         raise ConfigError("run: GROUP_BY=object runs one object: give --key")
-    else:
-        group = Group(bucket, prefix, ("run",))
-    bridge = s3_bridge(config, environ, aws_session(files), supervisor)
-    return supervisor.supervise(functools.partial(run_once, bridge, group), stopped=1)
+    if args.key is None:
+        return Group(bucket, prefix, ("run",))
+    message = Message("run", (ObjectRef(bucket, args.key),))
+    return group_messages([message], dataclasses.replace(config, match_key=None))[0]
 
 
-def main_consume(config: Config, environ: Any, files: str | None, supervisor: Supervisor) -> int:
-    if not config.sqs_queue_url:
-        raise ConfigError("SQS_QUEUE_URL: consume needs the queue to read from")
-    session = aws_session(files)
-    supervisor.grace = SHUTDOWN_GRACE_SECONDS
-    bridge = s3_bridge(config, environ, session, supervisor)
-    return supervisor.supervise(functools.partial(serve_sqs, bridge, sqs_client(session)), stopped=0, cut=0)
+#: What a mode runs on the work thread, and what turns the status it ends with into the exit status
+#: (printing the mode's summary first, where it has one; `int`: the status as it is).
+Work = tuple[Callable[[], int], Callable[[int], int]]
 
 
-def main_backfill(args: Any, config: Config, files: str | None, supervisor: Supervisor) -> int:
+def _backfill(args: Any, config: Config, session: Any) -> Work:
     """Stopped by a signal, it stops at once: what was sent stays sent, and a second run sends it again."""
     bucket, prefix = _bucket_and_prefix(args, config)
-    if not config.sqs_queue_url:
-        raise ConfigError("SQS_QUEUE_URL: backfill needs the queue to send to")
     if config.source_buckets and bucket not in config.source_buckets:
         raise ConfigError(f"SOURCE_BUCKETS: s3://{bucket} is not one of them")
-    session = aws_session(files)
-    store = S3Store(session, config.transfer_concurrency, owner=config.expected_bucket_owner)
-    pages = store.pages(bucket, prefix, FetchOwner=True)
+    store = S3Store(session, 1, owner=config.expected_bucket_owner)  # one listing: one connection
     per = "object" if config.group_by == "object" else "group"
     backfill = Backfill(sqs_client(session, attempts=1), config.sqs_queue_url, sys.stderr.isatty(), per)
-    region = store.client.meta.region_name
-    status = supervisor.supervise(functools.partial(backfill.notify, pages, bucket, config, region), stopped=1)
-    print(("\n" if backfill.interactive else "") + backfill.summary())
-    return status
+    pages, region = store.pages(bucket, prefix, FetchOwner=True), store.client.meta.region_name
+
+    def summarised(status: int) -> int:
+        print(("\n" if backfill.interactive else "") + backfill.summary())
+        return status
+
+    return functools.partial(backfill.notify, pages, bucket, config, region), summarised
 
 
-def main_local(args: Any, environ: Any, supervisor: Supervisor) -> int:
+def _local(args: Any, environ: Any, supervisor: Supervisor) -> Work:
     bucket_dir = os.path.abspath(args.bucket_dir)
     if not os.path.isdir(bucket_dir):
         raise ConfigError(f"--bucket-dir: {args.bucket_dir} is not a folder")
-    bucket = os.path.basename(bucket_dir) or "bucket"
+    bucket, target = os.path.basename(bucket_dir) or "bucket", None
     folders = {bucket: bucket_dir}
-    target = None
     if args.target_dir:
         target = f"{bucket}-target"
         folders[target] = os.path.abspath(args.target_dir)
@@ -3458,7 +3335,7 @@ def main_local(args: Any, environ: Any, supervisor: Supervisor) -> int:
     sources = [(os.path.basename(f), {**environ, **read_env_file(f)}) for f in args.function] or [("handler", environ)]
     functions = []
     for name, env in sources:
-        config = dataclasses.replace(Config.from_env(env, args.command), target_bucket=target)
+        config = dataclasses.replace(Config.from_env(env, args.command, "local"), target_bucket=target)
         functions.append((name, Bridge(config, store, env, supervisor)))
     setup_logging(functions[0][1].config)
     listed = store.scan(bucket)  # regular files reached without a link: the objects there are
@@ -3471,16 +3348,40 @@ def main_local(args: Any, environ: Any, supervisor: Supervisor) -> int:
         raise ConfigError(f"no such key in {bucket_dir}: {', '.join(missing)}")
     remove_stale_work_folders()
     local = LocalMode(functions, store, bucket, args.max_rounds, supervisor)
-    status = supervisor.supervise(functools.partial(local.serve, keys, args.watch), stopped=0)
-    print(local.summary())
-    return max(status, int(local.failed))
+
+    def summarised(status: int) -> int:
+        print(local.summary())
+        return max(status, int(local.failed))
+
+    return functools.partial(local.serve, keys, args.watch), summarised
+
+
+def _start(args: Any, environ: Any, botocore_files: str | None, supervisor: Supervisor, api: RuntimeApi | None) -> Work:
+    """Set the mode up: every setting read and checked, before any work starts."""
+    if args.mode == "local":
+        return _local(args, environ, supervisor)
+    config = Config.from_env(environ, args.command, args.mode)
+    setup_logging(config)
+    if args.mode in ("consume", "backfill") and not config.sqs_queue_url:
+        raise ConfigError(f"SQS_QUEUE_URL: {args.mode} needs the queue to read from (consume) or send to (backfill)")
+    group = _run_group(args, config) if args.mode == "run" else None
+    session = aws_session(botocore_files)
+    if args.mode == "backfill":
+        return _backfill(args, config, session)
+    remove_stale_work_folders()
+    store = S3Store(session, config.transfer_concurrency, config.fast_path, config.expected_bucket_owner)
+    bridge = Bridge(config, store, environ, supervisor)
+    if args.mode == "lambda":
+        return functools.partial(serve_lambda, bridge, api, environ), int
+    if args.mode == "run":
+        return functools.partial(run_once, bridge, group), int
+    return functools.partial(serve_sqs, bridge, sqs_client(session)), int
 
 
 def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle | None = None) -> int:
     """Exit status: 0 success, 1 failure, 2 configuration or usage error."""
     environ = os.environ if environ is None else environ
-    supervisor = Supervisor(reap=True)
-    gc.disable()  # start-up builds what lives as long as the process: see Supervisor.supervise
+    supervisor = Supervisor(subreaper=True)
     with supervisor.listening():  # first: a signal during start-up is not lost (PID 1 ignores unhandled ones)
         try:
             build = f"build {bundle.build_id}" if bundle else "bridge.py"
@@ -3493,22 +3394,17 @@ def main(argv: Sequence[str] | None = None, environ: Any = None, bundle: Bundle 
                 print("--prepare only applies to the zipapp (dist/bootstrap)", file=sys.stderr)
                 return 2
             return prepare_bundle(bundle, args.prepare)
-        if args.mode == "lambda":
-            return main_lambda(args, environ, bundle, supervisor)
+        api = None
         try:
-            files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
-            if args.mode == "local":
-                return main_local(args, environ, supervisor)
-            config = Config.from_env(environ, args.command, handler_needed=args.mode != "backfill")
-            setup_logging(config)
-            if args.mode == "backfill":
-                return main_backfill(args, config, files, supervisor)
-            remove_stale_work_folders()
-            if args.mode == "run":
-                return main_run(args, config, environ, files, supervisor)
-            return main_consume(config, environ, files, supervisor)
-        except Exception as exc:  # start-up failed: say why in one line
+            api = RuntimeApi(environ.get("AWS_LAMBDA_RUNTIME_API", "")) if args.mode == "lambda" else None
+            botocore_files = activate_bundle(bundle, environ.get(BUNDLE_CACHE_VARIABLE)) if bundle else None
+            work, finish = _start(args, environ, botocore_files, supervisor, api)
+        except Exception as exc:  # start-up failed: say why in one line; to Lambda, an init error
+            with contextlib.suppress(RuntimeApiError):
+                if api is not None:
+                    api.init_error(exc)
             return _startup_failed(exc)
+        return finish(supervisor.supervise(work, args.mode))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ import bridge
 from helpers import BRIDGE, ROOT, stopped_within, wait_until
 
 NO_AWS = {"PATH": os.environ["PATH"], "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+#: A PID namespace whose PID 1 is what follows; killing `unshare` kills it, and with it the namespace.
+CONTAINER = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
 
 
 def local(*args, cwd=ROOT, **settings):
@@ -254,29 +258,36 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_as_pid_1_of_a_container_orphans_are_reaped_and_strays_ended(tmp_path):
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
+@contextlib.contextmanager
+def as_pid_1(tmp_path: Path, *args: str, env: dict = NO_AWS) -> Iterator[tuple[subprocess.Popen, int]]:
+    """The bridge as PID 1 of a PID namespace, logging to tmp_path/log: (unshare's process, PID 1)."""
+    probe = subprocess.run([*CONTAINER, "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot make a PID namespace here: {probe.stderr.strip()}")
+    with open(tmp_path / "log", "wb") as log:
+        container = subprocess.Popen([*CONTAINER, *BRIDGE, "local", *args], env=env, stdout=log, stderr=log)
+    try:
+        (pid_1,) = wait_until(lambda: children(container.pid), 30, "PID 1 of the namespace")
+        yield container, pid_1
+    finally:
+        if container.poll() is None:
+            container.kill()
+
+
+def test_as_pid_1_of_a_container_orphans_are_reaped_and_strays_ended(tmp_path):
     bucket = tmp_path / "bucket"
     bucket.mkdir()
     (bucket / "input.txt").write_text("x")
     # A zombie re-parented to PID 1 (its parent exits without reaping it), and a stray in its own session.
     handler = 'sh -c "sleep 0.1 & exec sleep 0.5" & setsid sleep 300 & sleep 1; touch "$ROOT_FOLDER/out.txt"'
-    command = ["unshare", "--pid", "--fork", "--mount-proc", *BRIDGE, "local", "--bucket-dir", str(bucket)]
-    with open(tmp_path / "log", "wb") as log:
-        container = subprocess.Popen(
-            [*command, "--all", "--watch", "--", "/bin/sh", "-c", handler], env=NO_AWS, stdout=log, stderr=log
-        )
-    try:
+    with as_pid_1(tmp_path, "--bucket-dir", str(bucket), "--all", "--watch", "--", "/bin/sh", "-c", handler) as (
+        container,
+        pid_1,
+    ):
         wait_until(lambda: (bucket / "out.txt").exists(), 30, "the round to finish")
-        (pid_1,) = wait_until(lambda: children(container.pid), 30, "PID 1 of the namespace")
         wait_until(lambda: children(pid_1) == [], 30, "no child left under PID 1: strays ended, zombies reaped")
         os.kill(pid_1, signal.SIGTERM)
         assert container.wait(20) == 0, (tmp_path / "log").read_text()
-    finally:
-        if container.poll() is None:
-            container.kill()
 
 
 def emf_problems(record: dict) -> list[str]:
@@ -412,26 +423,15 @@ def test_a_bridge_whose_stderr_nobody_reads_still_ends_at_its_deadline_after_a_s
 
 
 def test_as_pid_1_a_signal_during_start_up_is_not_lost(tmp_path):
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a PID namespace here: {probe.stderr.strip()}")
     bucket, temporary = tmp_path / "bucket", tmp_path / "tmp"
     bucket.mkdir()
     for n in range(3000):  # leftovers of killed runs: the start-up sweep takes a while
         (temporary / f"{bridge.WORK_PREFIX}{n}" / "root").mkdir(parents=True)
-    command = ["unshare", "--pid", "--fork", "--mount-proc", *BRIDGE, "local", "--bucket-dir", str(bucket), "--watch"]
-    with open(tmp_path / "log", "wb") as log:
-        container = subprocess.Popen(
-            [*command, "--", "true"], env={**NO_AWS, "TMPDIR": str(temporary)}, stdout=log, stderr=log
-        )
-    try:
-        (pid_1,) = wait_until(lambda: children(container.pid), 30, "PID 1 of the namespace")
+    env = {**NO_AWS, "TMPDIR": str(temporary)}
+    with as_pid_1(tmp_path, "--bucket-dir", str(bucket), "--watch", "--", "true", env=env) as (container, pid_1):
         wait_until(lambda: "removing leftover" in (tmp_path / "log").read_text(), 20, "the start-up sweep")
         os.kill(pid_1, signal.SIGTERM)
         assert container.wait(30) == 0, "PID 1 ignores a signal it has no handler for: installed before start-up"
-    finally:
-        if container.poll() is None:
-            container.kill()
 
 
 def test_links_in_the_bucket_folder_are_not_objects(tmp_path):
@@ -471,19 +471,13 @@ def test_local_mode_runs_a_folder_or_each_object_as_group_by_says(model, runs, t
 def test_as_pid_1_only_the_handlers_own_leftovers_are_ended_never_an_orphan_of_anyone_else(tmp_path):
     """A `docker exec` session's background job is re-parented to PID 1 when its shell exits: it never
     belonged to a handler, and must outlive the handler's end (reaped when it exits, never killed)."""
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a PID namespace here: {probe.stderr.strip()}")
     bucket = tmp_path / "bucket"
     bucket.mkdir()
     handler = 'setsid sleep 300 & sleep 0.2; touch "$ROOT_FOLDER/out.txt"'  # leaves a stray in a session of its own
-    command = ["unshare", "--pid", "--fork", "--mount-proc", *BRIDGE, "local", "--bucket-dir", str(bucket)]
-    with open(tmp_path / "log", "wb") as log:
-        container = subprocess.Popen(
-            [*command, "--all", "--watch", "--", "/bin/sh", "-c", handler], env=NO_AWS, stdout=log, stderr=log
-        )
-    try:
-        (pid_1,) = wait_until(lambda: children(container.pid), 30, "PID 1 of the namespace")
+    with as_pid_1(tmp_path, "--bucket-dir", str(bucket), "--all", "--watch", "--", "/bin/sh", "-c", handler) as (
+        container,
+        pid_1,
+    ):
         wait_until(lambda: "watching" in (tmp_path / "log").read_text(), 20, "the bridge to watch")
         enter = ["nsenter", "--target", str(pid_1), "--pid", "--mount", "/bin/sh", "-c", "setsid sleep 300 &"]
         subprocess.run(enter, check=True, timeout=10)  # its shell exits: the job is PID 1's now
@@ -496,9 +490,57 @@ def test_as_pid_1_only_the_handlers_own_leftovers_are_ended_never_an_orphan_of_a
         wait_until(lambda: children(pid_1) == [], 30, "the foreign job reaped once it exits")
         os.kill(pid_1, signal.SIGTERM)
         assert container.wait(20) == 0, (tmp_path / "log").read_text()
-    finally:
-        if container.poll() is None:
-            container.kill()
+
+
+def test_as_pid_1_a_handlers_exit_status_is_its_own_while_orphans_exit_all_around(tmp_path):
+    """As PID 1 the bridge reaps the orphans of anyone's that exit; a handler starting and ending meanwhile
+    must never be reaped that way (its status would read 0: a failure counted as a success)."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    for n in range(300):
+        (bucket / f"k{n}.txt").write_text("x")
+    handler = "(sleep 0.001 &); exit 3"  # an orphan of its own each time, and a failure
+    args = ("--bucket-dir", str(bucket), "--all", "--watch", "--", "/bin/sh", "-c", handler)
+    with as_pid_1(tmp_path, *args, env={**NO_AWS, "GROUP_BY": "object"}) as (container, pid_1):
+        crowd = (
+            "for i in $(seq 400); do sleep 300 & done; while :; do (sleep 0.001 &); done"  # slow /proc, more orphans
+        )
+        enter = ["nsenter", "--target", str(pid_1), "--pid", "--mount", "/bin/sh", "-c", crowd]
+        with subprocess.Popen(enter, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as crowding:
+            try:
+                wait_until(lambda: "watching" in (tmp_path / "log").read_text(), 120, "every group to run")
+            finally:
+                crowding.kill()
+        log_text = (tmp_path / "log").read_text()
+        assert log_text.count(" failed: handler exited with status 3") == 300
+        assert " succeeded" not in log_text
+        os.kill(pid_1, signal.SIGTERM)
+        assert container.wait(30) == 1, "a flood of SIGCHLD never hides the SIGTERM; exit 1: groups failed"
+
+
+def test_signals_ignored_or_blocked_where_the_bridge_starts_neither_hide_a_status_nor_reach_the_handler(tmp_path):
+    """A parent that ignores SIGCHLD would have handlers reaped before their status is read; nohup
+    ignores SIGHUP; a mask is inherited: the handler starts with every signal at its default, unblocked."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / "input.txt").write_text("x")
+
+    def as_nohup_and_worse():
+        for signum in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGINT])
+
+    def run(*handler):
+        command = [*BRIDGE, "local", "--bucket-dir", str(bucket), "input.txt", "--", *handler]
+        return subprocess.run(
+            command, env=NO_AWS, preexec_fn=as_nohup_and_worse, capture_output=True, text=True, timeout=60
+        )
+
+    failing = run("/bin/sh", "-c", "exit 3")
+    assert failing.returncode == 1 and "exit_status=3" in failing.stderr, failing.stderr
+    status = run("grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status")
+    assert status.returncode == 0, status.stderr
+    assert sorted(status.stdout.splitlines()[:2]) == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"]
 
 
 def test_a_bridge_killed_with_sigkill_takes_its_handler_with_it(tmp_path):

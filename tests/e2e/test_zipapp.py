@@ -127,6 +127,18 @@ def test_every_interpreter_reads_the_regex_table_as_the_crate_does(minor):
     assert json.loads(answer.stdout) == []
 
 
+@pytest.mark.parametrize("minor", [9, 10, 11, 12, 13, 14])
+def test_every_interpreter_gives_the_fast_path_tls_1_2_or_later_whatever_its_default(minor):
+    """CPython 3.9's client contexts accept TLS 1.0; botocore's urllib3 asks for 1.2, and so must the fast path."""
+    python = interpreter(minor)
+    if python is None:
+        pytest.skip(f"CPython 3.{minor} is not installed on this machine")
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import bridge; "
+    code += "print(bridge.tls_context(None).minimum_version.name)"
+    answer = subprocess.run([python, "-I", "-c", code, str(ROOT)], capture_output=True, text=True)
+    assert (answer.returncode, answer.stdout.strip()) == (0, "TLSv1_2"), answer.stderr
+
+
 def test_a_filter_on_an_interpreter_without_a_jq_build_is_an_init_error_listing_the_builds(copy, aws_env, tmp_path):
     this = f"jq/cp{sys.version_info[0]}{sys.version_info[1]}-"
     without = archive_without(copy, this, tmp_path / "without-jq")

@@ -5,6 +5,7 @@ import os
 import tempfile
 
 import pytest
+from faulty_proxy import FaultyProxy
 
 import bridge
 from helpers import queue_arn, unique
@@ -17,6 +18,15 @@ def private_tmpdir(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     return folder
+
+
+@pytest.fixture
+def proxy(moto_url, monkeypatch, aws_env):
+    """A fault-injecting proxy in front of moto; bridges and clients made afterwards go through it."""
+    faulty = FaultyProxy(moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", faulty.url)
+    yield faulty
+    faulty.close()
 
 
 @pytest.fixture

@@ -68,6 +68,13 @@ def test_backfill_takes_a_prefix_and_needs_a_queue(aws_env, sqs, filled, queue):
     assert [bridge.parse_body(m["Body"])[0].key.startswith("b/") for m in drain(sqs, queue)] == [True]
 
 
+def test_backfill_refuses_a_bucket_outside_source_buckets_and_sends_nothing(aws_env, sqs, filled, queue):
+    env = {"PATH": os.environ["PATH"], **aws_env, "SQS_QUEUE_URL": queue, "SOURCE_BUCKETS": "only-this-one"}
+    refused = backfill(env, "--bucket", filled)
+    assert refused.returncode == 2 and "SOURCE_BUCKETS" in refused.stderr
+    assert drain(sqs, queue) == []
+
+
 @pytest.mark.parametrize("refusals, status", [(1, 0), (99, 1)])
 def test_refused_entries_are_sent_again_then_reported_and_none_is_sent_twice(
     refusals, status, moto_url, aws_env, sqs, filled, queue

@@ -138,14 +138,6 @@ def test_a_whole_group_over_https_runs_on_a_server_that_checks_signatures(weed, 
 # --- faults in front of moto: each object is done again by botocore -------------------------
 
 
-@pytest.fixture
-def faulty(moto_url, monkeypatch, aws_env):
-    proxy = FaultyProxy(moto_url)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-    yield proxy
-    proxy.close()
-
-
 def fetch(store: bridge.S3Store, bucket: str, key: str, size: int, path) -> str:
     (digest,) = store.download(bucket, [({"Key": key, "Size": size}, str(path))])
     return digest
@@ -155,83 +147,81 @@ def by_fast_path(proxy: FaultyProxy) -> list[bool]:
     return [agent.endswith("fast-path") for agent in proxy.agents]
 
 
-def test_a_body_cut_short_is_fetched_again_by_botocore_file_and_hash_anew(faulty, s3, bucket, tmp_path):
+def test_a_body_cut_short_is_fetched_again_by_botocore_file_and_hash_anew(proxy, s3, bucket, tmp_path):
     data = bytes(range(256)) * 400
     put(s3, bucket, "cut/k", data)
     store = bridge.S3Store(bridge.aws_session(None), 4)
-    faulty.cut_responses_after = len(data) // 2
+    proxy.cut_responses_after = len(data) // 2
     assert store.fast.get(bucket, "cut/k", str(tmp_path / "k")) is None
-    faulty.heal()
+    proxy.heal()
     assert fetch(store, bucket, "cut/k", len(data), tmp_path / "k") == hashlib.sha256(data).hexdigest()
     assert (tmp_path / "k").read_bytes() == data
 
 
 @pytest.mark.parametrize("status", [301, 307, 400, 404, 500, 503])
-def test_any_answer_but_200_hands_the_object_to_botocore(status, faulty, s3, bucket, tmp_path):
+def test_any_answer_but_200_hands_the_object_to_botocore(status, proxy, s3, bucket, tmp_path):
     put(s3, bucket, "st/k", b"data")
     store = bridge.S3Store(bridge.aws_session(None), 4)
-    faulty.answer = lambda method, path: status if "fast-path" in faulty.agents[-1] else None
+    proxy.answer = lambda method, path: status if "fast-path" in proxy.agents[-1] else None
     assert fetch(store, bucket, "st/k", 4, tmp_path / "k") == hashlib.sha256(b"data").hexdigest()
-    assert by_fast_path(faulty)[:2] == [True, False], "tried fast, then done by botocore"
+    assert by_fast_path(proxy)[:2] == [True, False], "tried fast, then done by botocore"
     assert store.fast.enabled and store.fast.auth_failures == 0
 
 
-def test_three_refusals_of_its_signature_switch_the_fast_path_off_with_one_warning(
-    faulty, s3, bucket, tmp_path, caplog
-):
+def test_three_refusals_of_its_signature_switch_the_fast_path_off_with_one_warning(proxy, s3, bucket, tmp_path, caplog):
     for n in range(6):
         put(s3, bucket, f"auth/k{n}", b"x")
     store = bridge.S3Store(bridge.aws_session(None), 4)
     refused = (403, "SignatureDoesNotMatch")
-    faulty.answer = lambda method, path: refused if "fast-path" in faulty.agents[-1] else None
+    proxy.answer = lambda method, path: refused if "fast-path" in proxy.agents[-1] else None
     with caplog.at_level(logging.WARNING, bridge.log.name):
         for n in range(6):
             assert fetch(store, bucket, f"auth/k{n}", 1, tmp_path / "k") == hashlib.sha256(b"x").hexdigest()
-    assert by_fast_path(faulty).count(True) == bridge.AUTH_FAILURES_BEFORE_OFF
+    assert by_fast_path(proxy).count(True) == bridge.AUTH_FAILURES_BEFORE_OFF
     assert len([r for r in caplog.records if "botocore does every request now" in r.getMessage()]) == 1
 
 
 @pytest.mark.parametrize("code", ["AccessDenied", "InvalidObjectState", "KMS.DisabledException"])
-def test_refusals_of_the_callers_rights_never_switch_the_fast_path_off(code, faulty, s3, bucket, tmp_path):
+def test_refusals_of_the_callers_rights_never_switch_the_fast_path_off(code, proxy, s3, bucket, tmp_path):
     """A KMS key or a bucket policy that denies some objects says nothing about the fast path's signature."""
     for n in range(6):
         put(s3, bucket, f"denied/k{n}", b"x")
     store = bridge.S3Store(bridge.aws_session(None), 4)
-    faulty.answer = lambda method, path: (403, code) if "fast-path" in faulty.agents[-1] else None
+    proxy.answer = lambda method, path: (403, code) if "fast-path" in proxy.agents[-1] else None
     for n in range(6):
         assert fetch(store, bucket, f"denied/k{n}", 1, tmp_path / "k") == hashlib.sha256(b"x").hexdigest()
-    assert by_fast_path(faulty).count(True) == 6 and store.fast.enabled and store.fast.auth_failures == 0
+    assert by_fast_path(proxy).count(True) == 6 and store.fast.enabled and store.fast.auth_failures == 0
 
 
-def test_a_connection_the_server_closed_while_idle_is_renewed_not_failed(faulty, s3, bucket, tmp_path):
+def test_a_connection_the_server_closed_while_idle_is_renewed_not_failed(proxy, s3, bucket, tmp_path):
     put(s3, bucket, "idle/k", b"data")
     store = bridge.S3Store(bridge.aws_session(None), 1)
-    faulty.close_each = True
+    proxy.close_each = True
     for _ in range(3):
         assert store.fast.get(bucket, "idle/k", str(tmp_path / "k")) == hashlib.sha256(b"data").hexdigest()
-    assert by_fast_path(faulty) == [True, True, True]
+    assert by_fast_path(proxy) == [True, True, True]
 
 
-def test_a_body_over_the_limit_never_leaves_on_the_fast_path(faulty, bucket, s3, tmp_path):
+def test_a_body_over_the_limit_never_leaves_on_the_fast_path(proxy, bucket, s3, tmp_path):
     store = bridge.S3Store(bridge.aws_session(None), 4)
     (tmp_path / "big").write_bytes(b"x" * (store.fast.max_bytes + 1))
     store.upload(bucket, [(str(tmp_path / "big"), "big/k")])
-    assert by_fast_path(faulty) == [False]
+    assert by_fast_path(proxy) == [False]
     assert read(s3, bucket, "big/k") == b"x" * (store.fast.max_bytes + 1)
 
 
-def test_the_fast_path_is_what_moves_small_objects_through_a_group(faulty, make_bridge, s3, bucket):
+def test_the_fast_path_is_what_moves_small_objects_through_a_group(proxy, make_bridge, s3, bucket):
     put(s3, bucket, "grp/input.txt", "abc")
     handler = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && tr a-z A-Z < input.txt > output.txt']
     assert (
         make_bridge(handler).process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "grp/input.txt"),))]) == []
     )
-    served = [(method, agent.endswith("fast-path")) for (method, _, _), agent in zip(faulty.served, faulty.agents)]
+    served = [(method, agent.endswith("fast-path")) for (method, _, _), agent in zip(proxy.served, proxy.agents)]
     assert ("GET", True) in served and ("PUT", True) in served and read(s3, bucket, "grp/output.txt") == b"ABC"
     off = make_bridge(handler, S3_EVENT_BRIDGE_FAST_PATH="0")
-    faulty.agents.clear()
+    proxy.agents.clear()
     assert off.process_messages([bridge.Message("m", (bridge.ObjectRef(bucket, "grp/input.txt"),))]) == []
-    assert not any(by_fast_path(faulty))
+    assert not any(by_fast_path(proxy))
 
 
 # --- exactly as safe as botocore, and never less available ----------------------------------------
@@ -252,7 +242,7 @@ def test_the_fast_path_trusts_exactly_botocores_cas_not_the_systems(weed, tmp_pa
     assert not (tmp_path / "got").exists() or (tmp_path / "got").read_bytes() == b""
     with pytest.raises(botocore.exceptions.SSLError):
         store.client.get_object(Bucket=BUCKET, Key="trust/k")
-    context = store.fast._ssl()
+    context = store.fast.tls
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert [c["subject"] for c in context.get_ca_certs()] == [c["subject"] for c in ca_certs(other_ca)]
 

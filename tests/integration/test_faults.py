@@ -23,15 +23,6 @@ def work_folders():
     return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith(bridge.WORK_PREFIX)}
 
 
-@pytest.fixture
-def proxy(moto_url, monkeypatch):
-    """A fault-injecting proxy in front of moto; bridges built afterwards go through it."""
-    faulty = FaultyProxy(moto_url)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", faulty.url)
-    yield faulty
-    faulty.close()
-
-
 # --- S3 faults -----------------------------------------------------------------
 
 COPY = ["/bin/sh", "-c", 'cd "$ROOT_FOLDER" && cp big.bin copy.bin']

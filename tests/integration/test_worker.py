@@ -195,6 +195,19 @@ def test_consume_deletes_only_succeeded_messages_and_failures_reach_the_dead_let
     assert queue_counts(sqs, url) == (0, 0)
 
 
+def test_consume_neither_runs_nor_deletes_a_message_naming_a_bucket_outside_source_buckets(
+    clients, bucket, workers, tmp_path
+):
+    url, _ = notifying_queue(clients["s3"], clients["sqs"], bucket)
+    ledger = tmp_path / "runs"
+    handler = ["/bin/sh", "-c", f"echo ran >> {ledger}"]
+    worker = workers(url, handler, SOURCE_BUCKETS="only-this-one", SQS_VISIBILITY_TIMEOUT="1")
+    put(clients["s3"], bucket, "a/input.txt")
+    wait_until(lambda: worker.output().count("SOURCE_BUCKETS") >= 2, 30, "the message refused twice: never deleted")
+    assert worker.stop() == 0
+    assert not ledger.exists()
+
+
 def test_a_job_longer_than_the_visibility_timeout_is_not_redelivered_while_it_runs(clients, bucket, workers, tmp_path):
     s3 = clients["s3"]
     url, _ = notifying_queue(clients["s3"], clients["sqs"], bucket)

@@ -133,5 +133,5 @@ def test_key_to_path_refuses_anything_that_could_leave_the_folder(key, prefix, p
 def test_the_first_listed_key_wins_a_clash_and_names_too_long_are_refused(listing, refused):
     files: set[str] = set()
     folders: set[str] = set()
-    verdicts = [bridge.claim(relative, files, folders, 255) for relative in listing]
+    verdicts = [bridge.placement_refusal(relative, files, folders, 255) for relative in listing]
     assert [relative for relative, why in zip(listing, verdicts) if why] == refused
