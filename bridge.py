@@ -73,7 +73,6 @@ import re
 import select
 import shutil
 import signal
-import ssl
 import stat
 import subprocess
 import sys
@@ -83,7 +82,6 @@ import time
 import traceback
 import types
 import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -671,17 +669,17 @@ _ALL, _RUN, _S3 = "", "lambda run consume local", "lambda run consume"  # modes:
 #: stripped text, its value when unset (none: ""), modes, meaning). Two variables of one field: set one.
 SETTINGS = (
     ("HANDLER_COMMAND", "handler", _shell, "", _RUN, "the handler, run by /bin/sh -c (a command after the mode wins)"),
-    ("MATCH_KEY", "match_key", compile_regex, "", _ALL, "regex (Rust syntax) a decoded key must match to start work"),
+    ("MATCH_KEY", "match_key", compile_regex, "", _ALL, "regex (Rust syntax) a decoded key must match (unset: any)"),
     ("GROUP_BY", "group_by", _choice("folder", "object"), "folder", _ALL,
      "folder: a group pulls the key's folder; object: only the object"),
     ("PULL_PARENT_DIRS", "pull_parent_dirs", _number(int, -float("inf")), "0", _ALL,
      "the group's prefix: the key's folder, this many levels up"),
-    ("PULL_MATCH_KEYS", "pull_match_keys", _regexes, "", _RUN, "comma-separated regexes: the listed objects to pull"),
+    ("PULL_MATCH_KEYS", "pull_match_keys", _regexes, "", _RUN, "comma-separated regexes: objects to pull (unset: all)"),
     ("EXECUTION_FILTER_EXPR", "execution_filter", compile_filter, "", _RUN,
      "jq on the listed objects; a first output of false skips"),
     ("EXECUTION_FILTER_FILE", "execution_filter", _filter_file, "", _RUN, "a file holding that jq expression"),
     ("TARGET_BUCKET", "target_bucket", _text, "", _S3, "where outputs are uploaded (unset: the group's bucket)"),
-    ("SOURCE_BUCKETS", "source_buckets", _names, "", _ALL, "comma-separated: the only buckets an event may name"),
+    ("SOURCE_BUCKETS", "source_buckets", _names, "", _ALL, "comma-separated: buckets events may name (unset: any)"),
     ("EXPECTED_BUCKET_OWNER", "expected_bucket_owner", _choice(pattern="[0-9]{12}", what="a 12-digit AWS account id"),
      "", f"{_S3} backfill", "account id every S3 request expects as bucket owner"),
     ("ROOT_FOLDER_VAR", "root_folder_var", _variable_name, "ROOT_FOLDER", _RUN,
@@ -691,7 +689,7 @@ SETTINGS = (
     ("KEY_PREFIX_VAR", "key_prefix_var", _variable_name, "KEY_PREFIX", f"{_RUN} backfill",
      "the variable that gives the handler (and run, backfill) the prefix"),
     ("HANDLER_TIMEOUT", "handler_timeout", _number(float, 0.001), "", _RUN,
-     "seconds the handler may run (Lambda: also its deadline)"),
+     "seconds the handler may run (unset: no limit; Lambda: its deadline)"),
     ("TRANSFER_CONCURRENCY", "transfer_concurrency", _number(int, 1, 1000), "16", _S3,
      "concurrent S3 transfers within a group, 1-1000"),
     ("SQS_QUEUE_URL", "sqs_queue_url", _text, "", "consume backfill", "queue read by consume, sent to by backfill"),
@@ -729,8 +727,9 @@ def _from_env(cls: type, environ: Mapping[str, str], argv: Sequence[str] = (), m
         values["handler"] = tuple(argv) or values["handler"]
         if not values["handler"]:
             raise ConfigError("HANDLER_COMMAND: no handler command (set it, or give the command as arguments)")
-        if len({values["root_folder_var"], values["bucket_var"], values["key_prefix_var"]}) < 3:
-            raise ConfigError("ROOT_FOLDER_VAR, BUCKET_VAR and KEY_PREFIX_VAR must name three different variables")
+    named = [values[name] for name in ("root_folder_var", "bucket_var", "key_prefix_var") if values.get(name)]
+    if len(set(named)) < len(named):
+        raise ConfigError("ROOT_FOLDER_VAR, BUCKET_VAR and KEY_PREFIX_VAR must name different variables")
     if values.get("metrics_namespace") and not values["log_json"]:
         raise ConfigError("METRICS_NAMESPACE: metrics ride on JSON log lines; set AWS_LAMBDA_LOG_FORMAT=JSON")
     if values.get("metrics_namespace") and values["log_level"] > LAMBDA_LEVELS["INFO"]:  # Lambda's filter drops them
@@ -1504,6 +1503,8 @@ def fast_path_trust(client: Any, credentials: Any) -> tuple[bool, str | None]:
     verifies it (its value, from AWS_CA_BUNDLE, the profile, REQUESTS_CA_BUNDLE
     or its own bundle).
     """
+    import urllib.request  # botocore imports it anyway
+
     import botocore.httpsession
 
     config = client.meta.config
@@ -1513,9 +1514,11 @@ def fast_path_trust(client: Any, credentials: Any) -> tuple[bool, str | None]:
     return trusted, botocore.httpsession.get_cert_path(verify) if verify else None
 
 
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
+def tls_context(ca_file: str | None) -> Any:
     """Trust exactly what botocore trusts (its CA bundle, never the system's) over
     TLS 1.2 or later, as its urllib3 does; or, with verify=False, nothing, as botocore."""
+    import ssl  # here, where HTTPS needs it: a Python built without it still runs local mode
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # checks hostnames; trusts no CA yet
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file is None:
@@ -1655,7 +1658,7 @@ class FastPath:
         self.add_recursion_header = botocore.handlers.add_recursion_detection_header  # Lambda's loop detection
 
     @functools.cached_property
-    def tls(self) -> ssl.SSLContext:
+    def tls(self) -> Any:
         """Made for the first HTTPS connection: the CA bundle is parsed once, and never for HTTP."""
         return tls_context(self.ca_file)
 

@@ -434,6 +434,33 @@ def test_as_pid_1_a_signal_during_start_up_is_not_lost(tmp_path):
         assert container.wait(30) == 0, "PID 1 ignores a signal it has no handler for: installed before start-up"
 
 
+def test_local_mode_runs_on_a_python_built_without_ssl(tmp_path):
+    """ssl is imported where HTTPS needs it, so a Python built without it still runs a pipeline locally."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / "in.txt").write_text("x")
+    no_ssl = "import runpy, sys; sys.modules['ssl'] = None; sys.argv[:] = sys.argv[1:]; "
+    no_ssl += "runpy.run_path(sys.argv[0], run_name='__main__')"
+    handler = 'cp "$ROOT_FOLDER/in.txt" "$ROOT_FOLDER/out.txt"'
+    command = [
+        BRIDGE[0],
+        "-c",
+        no_ssl,
+        BRIDGE[1],
+        "local",
+        "--bucket-dir",
+        str(bucket),
+        "in.txt",
+        "--",
+        "/bin/sh",
+        "-c",
+        handler,
+    ]
+    result = subprocess.run(command, env=NO_AWS, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (bucket / "out.txt").read_text() == "x"
+
+
 def test_links_in_the_bucket_folder_are_not_objects(tmp_path):
     bucket, outside = tmp_path / "bucket", tmp_path / "outside"
     (bucket / "d").mkdir(parents=True)

@@ -130,6 +130,12 @@ def test_a_bad_value_is_refused_naming_its_variable(env, variable):
     assert str(caught.value).startswith(variable)
 
 
+def test_backfill_refuses_a_bucket_and_a_prefix_read_from_one_variable():
+    env = {"BUCKET_VAR": "X", "KEY_PREFIX_VAR": "X", "X": "bucket", "SQS_QUEUE_URL": "q"}
+    with pytest.raises(bridge.ConfigError, match="BUCKET_VAR and KEY_PREFIX_VAR must name different variables"):
+        bridge.Config.from_env(env, (), "backfill")
+
+
 def test_an_unreadable_filter_file_is_refused(tmp_path):
     path = tmp_path / "latin1.jq"
     path.write_bytes(b"\xff\xfe true")
