@@ -37,7 +37,7 @@ Audit map: the questions a reviewer asks first, each answered in one place.
    folder only through copy_into.
 4. Uploads: Bridge._upload. Every regular file new or changed in the handler's folder since the
    pull (changed_files), to TARGET_BUCKET or else the group's bucket, under the group's prefix and
-   its path in the folder. Which buckets an event may name at all: SOURCE_BUCKETS.
+   its path in the folder. Which buckets an event may name at all: source_refusal.
 5. Endpoints and TLS: section "AWS". botocore decides them for its clients (s3_client,
    sqs_client); the fast path goes only where botocore's endpoint ruleset sends a bucket's
    requests (resolve_target), only where fast_path_trust allows, trusting exactly botocore's CA
@@ -630,8 +630,13 @@ def _variable_name(value: str, name: str) -> str:
     return value
 
 
+def lambda_level(text: str) -> str:
+    """A level by Lambda's name for it: Python's WARNING is WARN, its CRITICAL is FATAL."""
+    return text.strip().upper().replace("WARNING", "WARN").replace("CRITICAL", "FATAL")
+
+
 def _level(raw: str, name: str) -> int:
-    level = raw.upper().replace("WARNING", "WARN")
+    level = lambda_level(raw)
     if level not in LAMBDA_LEVELS:
         raise ConfigError(f"{name}: {level!r} is not one of {', '.join(LAMBDA_LEVELS)}")
     return LAMBDA_LEVELS[level]
@@ -750,6 +755,13 @@ Config = dataclasses.make_dataclass(
 )
 
 
+def source_refusal(config: Config, bucket: str) -> str | None:
+    """Why an event may not name this bucket (it is not one of SOURCE_BUCKETS), or None."""
+    if config.source_buckets and bucket not in config.source_buckets:
+        return f"SOURCE_BUCKETS: s3://{bucket} is not one of them"
+    return None
+
+
 ###############################################################################
 # Logging
 ###############################################################################
@@ -762,6 +774,10 @@ def utc_timestamp(seconds: float) -> str:
 
 #: Lambda's level names: its log filter (ApplicationLogLevel) counts any other name as INFO.
 LEVEL_NAMES = {0: "TRACE", **{number: name for name, number in LAMBDA_LEVELS.items()}}
+
+
+def level_name(levelno: int) -> str:
+    return LEVEL_NAMES[min(levelno // 10 * 10, logging.CRITICAL)]
 
 
 class LogFormat(logging.Formatter):
@@ -789,8 +805,9 @@ class LogFormat(logging.Formatter):
             pairs = "".join(f" {key}={json.dumps(value, default=str)}" for key, value in fields.items())
             trace = "\n" + self.formatException(record.exc_info) if record.exc_info else ""
             # Lambda turns "\r" back into line breaks inside one CloudWatch event.
-            level = LEVEL_NAMES[min(record.levelno // 10 * 10, logging.CRITICAL)]
-            return f"[{level}]\t{stamp}\t{self.request_id}\t{message}{trace}{pairs}".replace("\n", "\r")
+            return f"[{level_name(record.levelno)}]\t{stamp}\t{self.request_id}\t{message}{trace}{pairs}".replace(
+                "\n", "\r"
+            )
         failure = {"stackTrace": traceback.format_tb(record.exc_info[2])} if record.exc_info else {}
         if error is not None:
             failure.update(errorType=getattr(error, "error_type", type(error).__name__), errorMessage=str(error))
@@ -799,7 +816,7 @@ class LogFormat(logging.Formatter):
 
 def json_line(level: int, stamp: str, message: str, logger: str, fields: Mapping, failure: Mapping = {}) -> str:
     """A JSON log line, its keys in the order AWS's runtime client writes them."""
-    entry = {"timestamp": stamp, "level": LEVEL_NAMES[min(level // 10 * 10, logging.CRITICAL)], "message": message}
+    entry = {"timestamp": stamp, "level": level_name(level), "message": message}
     entry.update(logger=logger, **failure)
     if LogFormat.request_id:
         entry["requestId"] = LogFormat.request_id
@@ -827,7 +844,7 @@ def _own_record(line: str, work: Mapping[str, Any], stamp: str) -> tuple[int, st
     line with what Lambda's filter also needs (an RFC 3339 timestamp) and the work's ids added."""
     try:
         own = json.loads(line)
-        name = own["level"].strip().upper().replace("WARNING", "WARN").replace("CRITICAL", "FATAL")
+        name = lambda_level(own["level"])
     except Exception:  # not such a line: relayed as text
         return None
     if name not in LAMBDA_LEVELS:
@@ -991,9 +1008,9 @@ def parse_event(event: Any) -> list[ObjectRef]:
             return parse_body(event["Message"])
         if isinstance(event.get("Records"), list):
             return [ref for record in event["Records"] for ref in _s3_record(record)]
-        if event.get("source") == "aws.s3" and "detail" in event and event.get("detail-type") != "Object Created":
-            return []
         if event.get("source") == "aws.s3" and "detail" in event:  # EventBridge: the key is not encoded
+            if event.get("detail-type") != "Object Created":
+                return []
             return _created(event["detail"]["bucket"]["name"], event["detail"]["object"]["key"], encoded=False)
         raise EventError("not an S3, SNS or EventBridge S3 event")
     except (KeyError, TypeError, AttributeError) as exc:
@@ -1069,13 +1086,8 @@ def group_messages(messages: Iterable[Message], config: Config) -> list[Group]:
 # Paths: every path the bridge writes or removes
 ###############################################################################
 
-# A key becomes a path only through relative_path (never leaving its folder) and
-# placed_path; downloads write through write_hashing (or s3transfer, into a
-# path placed here); what a handler left is read only through walk_tree (links
-# never followed, mounts never crossed), and removed only through remove_tree;
-# local mode writes into a bucket's folder only through copy_into. A work
-# folder (WorkFolder) is locked while in use, and swept only when no process
-# holds it.
+# What the module's audit map (3) names; a work folder (WorkFolder) is locked
+# while in use, and swept only when no process holds it.
 
 
 def relative_path(key: str, prefix: str) -> str | None:
@@ -1397,14 +1409,9 @@ def remove_stale_work_folders(parent: str | None = None) -> None:
 # AWS: credentials, endpoints and TLS
 ###############################################################################
 
-# Credentials, region and endpoints are botocore's: read by its session from its
-# usual sources (environment, profile, container or instance role), never by the
-# bridge, never logged. Its clients are made here; so are the fast path's only
-# decisions of its own: whether it may be taken, where a bucket's requests go
-# (botocore's endpoint ruleset decides), what its signature covers, and which
-# certificates it trusts (exactly botocore's). botocore is imported only here and
-# only when a mode that talks to AWS starts (local mode never does): it is most
-# of the start-up time. boto3 itself is not needed: the bridge uses plain clients.
+# The audit map's (1) and (5). botocore, here and wherever else it is used, is
+# imported only when a mode that talks to AWS starts (local mode never does): it is
+# most of the start-up time. boto3 itself is not needed: the bridge uses plain clients.
 
 #: Parameters S3's endpoint ruleset declares but, as checked at start-up, never reads.
 UNREAD_ENDPOINT_PARAMETERS = ("Key", "Prefix", "CopySource")
@@ -1494,8 +1501,8 @@ def cache_endpoints_per_bucket(session: Any, client: Any) -> bool:
 
 
 def fast_path_trust(client: Any, credentials: Any) -> tuple[bool, str | None]:
-    """Whether the fast path may be taken beside this client, and the CA bundle or folder it then
-    trusts (None: verify=False).
+    """Whether the fast path may be taken beside this client, and the CA bundle it then trusts
+    (None: verify=False).
 
     Only where botocore itself would send plain requests: credentials to sign
     with, no client certificate, no proxy (configured, or in the environment),
@@ -1913,11 +1920,8 @@ class S3Store:
         if first:
             page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
             return [_object_shape(item) for item in page.get("Contents", ())]
-        return [_object_shape(item) for page in self.pages(bucket, prefix) for item in page.get("Contents", ())]
-
-    def pages(self, bucket: str, prefix: str, **extra: Any) -> Iterator[dict]:
-        """The listing under the prefix, page after page, as they arrive."""
-        yield from self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **extra)
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [_object_shape(item) for page in pages for item in page.get("Contents", ())]
 
     def download(self, bucket: str, items: Sequence[tuple[dict, str]]) -> list[str]:
         """Fetch (object, path) pairs; return each file's sha256."""
@@ -2034,7 +2038,7 @@ HANDLER_SET = frozenset({"AWS_LAMBDA_RUNTIME_API", "TRIGGERS_FILE", "BATCH_USER_
 def handler_environment(config: Config, environ: Mapping[str, str], group: Group, work: WorkFolder) -> dict[str, str]:
     """The one place that decides what the handler's environment holds: the bridge's own
     (its AWS credentials included: a handler may call AWS as the function), less the Runtime
-    API's address (a handler could take the next invocation away from the bridge); plus its
+    API's address (so that a tool it runs does not find the API by its variable); plus its
     folder, the group's bucket and prefix, the file of the keys that triggered it, a Batch
     Operations job's arguments, and the mark that tells its processes from any other's."""
     return {
@@ -2458,8 +2462,8 @@ class Bridge:
         """
         report = GroupReport(group)
         try:
-            if self.config.source_buckets and group.bucket not in self.config.source_buckets:
-                raise ConfigError(f"SOURCE_BUCKETS: s3://{group.bucket} is not one of them; nothing was run")
+            if refused := source_refusal(self.config, group.bucket):
+                raise ConfigError(f"{refused}; nothing was run")
             work = make_work_folder()
             try:
                 self._steps(group, report, work, deadline)
@@ -2701,8 +2705,8 @@ def _refusal(message: Message, config: Config) -> str | None:
     if message.error is not None:
         return message.error
     key = message.refs[0].key
-    if config.source_buckets and message.refs[0].bucket not in config.source_buckets:
-        return "the bucket is not one of SOURCE_BUCKETS"
+    if refused := source_refusal(config, message.refs[0].bucket):
+        return refused
     if config.match_key and not config.match_key.search(key):
         return "the key does not match MATCH_KEY"
     prefix = key_prefix(key, config.pull_parent_dirs)
@@ -2963,9 +2967,8 @@ class Backfill:
     """
 
     sqs: Any
-    queue_url: str
+    config: Config
     interactive: bool
-    per: str = "group"  # what one message stands for: a group, or (GROUP_BY=object) an object
     listed: int = 0
     matched: int = 0
     sent: int = 0
@@ -2973,9 +2976,9 @@ class Backfill:
     unknown: list[str] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
 
-    def notify(self, pages: Iterable[dict], bucket: str, config: Config, region: str) -> int:
+    def notify(self, pages: Iterable[dict], bucket: str, region: str) -> int:
         batch: list[tuple[str, str]] = []
-        for item in self._notifications(pages, bucket, config, region):
+        for item in self._notifications(pages, bucket, region):
             batch.append(item)
             if len(batch) == 10:
                 self._send(batch)
@@ -2983,11 +2986,9 @@ class Backfill:
         self._send(batch)
         return 1 if self.failed or self.unknown else 0
 
-    def _notifications(
-        self, pages: Iterable[dict], bucket: str, config: Config, region: str
-    ) -> Iterator[tuple[str, str]]:
+    def _notifications(self, pages: Iterable[dict], bucket: str, region: str) -> Iterator[tuple[str, str]]:
         """(key, message body) for each message to send; a listing that fails ends them, as a failure."""
-        groups: set[str] = set()
+        config, groups = self.config, set()
         try:
             for page in pages:
                 for obj in map(_object_shape, page.get("Contents", ())):
@@ -3032,7 +3033,7 @@ class Backfill:
         self.in_flight = [key for key, _ in pending.values()]
         try:
             entries = [{"Id": n, "MessageBody": body} for n, (_, body) in pending.items()]
-            answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            answer = self.sqs.send_message_batch(QueueUrl=self.config.sqs_queue_url, Entries=entries)
         except Exception as exc:
             if not _may_have_arrived(exc):
                 self.in_flight = []
@@ -3051,7 +3052,8 @@ class Backfill:
         unknown = len(self.unknown) + len(self.in_flight)  # in flight: the process stopped during the call
         counts = f"listed {self.listed} objects, {self.matched} matching MATCH_KEY; sent {self.sent} messages"
         unknown_text = f", {unknown} unknown (they may have arrived; not sent again)" if unknown else ""
-        return f"{counts} (one per {self.per}), {len(self.failed)} not sent{unknown_text}"
+        per = "object" if self.config.group_by == "object" else "group"
+        return f"{counts} (one per {per}), {len(self.failed)} not sent{unknown_text}"
 
 
 ###############################################################################
@@ -3310,18 +3312,17 @@ Work = tuple[Callable[[], int], Callable[[int], int]]
 def _backfill(args: Any, config: Config, session: Any) -> Work:
     """Stopped by a signal, it stops at once: what was sent stays sent, and a second run sends it again."""
     bucket, prefix = _bucket_and_prefix(args, config)
-    if config.source_buckets and bucket not in config.source_buckets:
-        raise ConfigError(f"SOURCE_BUCKETS: s3://{bucket} is not one of them")
-    store = S3Store(session, 1, owner=config.expected_bucket_owner)  # one listing: one connection
-    per = "object" if config.group_by == "object" else "group"
-    backfill = Backfill(sqs_client(session, attempts=1), config.sqs_queue_url, sys.stderr.isatty(), per)
-    pages, region = store.pages(bucket, prefix, FetchOwner=True), store.client.meta.region_name
+    if refused := source_refusal(config, bucket):
+        raise ConfigError(refused)
+    s3 = s3_client(session, 1, config.expected_bucket_owner)  # one listing: one connection
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, FetchOwner=True)
+    backfill = Backfill(sqs_client(session, attempts=1), config, sys.stderr.isatty())
 
     def summarised(status: int) -> int:
         print(("\n" if backfill.interactive else "") + backfill.summary())
         return status
 
-    return functools.partial(backfill.notify, pages, bucket, config, region), summarised
+    return functools.partial(backfill.notify, pages, bucket, s3.meta.region_name), summarised
 
 
 def _local(args: Any, environ: Any, supervisor: Supervisor) -> Work:

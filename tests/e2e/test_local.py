@@ -27,6 +27,14 @@ def local(*args, cwd=ROOT, **settings):
     return subprocess.run(command, env={**NO_AWS, **settings}, capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
+def bucket_with_input(tmp_path: Path) -> Path:
+    """A bucket folder holding one object, input.txt."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / "input.txt").write_text("x")
+    return bucket
+
+
 def files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
@@ -275,9 +283,7 @@ def as_pid_1(tmp_path: Path, *args: str, env: dict = NO_AWS) -> Iterator[tuple[s
 
 
 def test_as_pid_1_of_a_container_orphans_are_reaped_and_strays_ended(tmp_path):
-    bucket = tmp_path / "bucket"
-    bucket.mkdir()
-    (bucket / "input.txt").write_text("x")
+    bucket = bucket_with_input(tmp_path)
     # A zombie re-parented to PID 1 (its parent exits without reaping it), and a stray in its own session.
     handler = 'sh -c "sleep 0.1 & exec sleep 0.5" & setsid sleep 300 & sleep 1; touch "$ROOT_FOLDER/out.txt"'
     with as_pid_1(tmp_path, "--bucket-dir", str(bucket), "--all", "--watch", "--", "/bin/sh", "-c", handler) as (
@@ -394,9 +400,7 @@ def test_local_never_reads_or_writes_through_a_link_in_the_bucket_folder(tmp_pat
 
 def test_a_bridge_whose_stderr_nobody_reads_still_ends_at_its_deadline_after_a_signal(tmp_path):
     """The main thread may block writing its log line; the kernel's alarm, armed first, ends the process."""
-    bucket = tmp_path / "bucket"
-    bucket.mkdir()
-    (bucket / "input.txt").write_text("x")
+    bucket = bucket_with_input(tmp_path)
     started = tmp_path / "started"
     command = [
         *BRIDGE,
@@ -436,12 +440,10 @@ def test_as_pid_1_a_signal_during_start_up_is_not_lost(tmp_path):
 
 def test_local_mode_runs_on_a_python_built_without_ssl(tmp_path):
     """ssl is imported where HTTPS needs it, so a Python built without it still runs a pipeline locally."""
-    bucket = tmp_path / "bucket"
-    bucket.mkdir()
-    (bucket / "in.txt").write_text("x")
+    bucket = bucket_with_input(tmp_path)
     no_ssl = "import runpy, sys; sys.modules['ssl'] = None; sys.argv[:] = sys.argv[1:]; "
     no_ssl += "runpy.run_path(sys.argv[0], run_name='__main__')"
-    handler = 'cp "$ROOT_FOLDER/in.txt" "$ROOT_FOLDER/out.txt"'
+    handler = 'cp "$ROOT_FOLDER/input.txt" "$ROOT_FOLDER/out.txt"'
     command = [
         BRIDGE[0],
         "-c",
@@ -450,7 +452,7 @@ def test_local_mode_runs_on_a_python_built_without_ssl(tmp_path):
         "local",
         "--bucket-dir",
         str(bucket),
-        "in.txt",
+        "input.txt",
         "--",
         "/bin/sh",
         "-c",
@@ -548,9 +550,7 @@ def test_as_pid_1_a_handlers_exit_status_is_its_own_while_orphans_exit_all_aroun
 def test_signals_ignored_or_blocked_where_the_bridge_starts_neither_hide_a_status_nor_reach_the_handler(tmp_path):
     """A parent that ignores SIGCHLD would have handlers reaped before their status is read; nohup
     ignores SIGHUP; a mask is inherited: the handler starts with every signal at its default, unblocked."""
-    bucket = tmp_path / "bucket"
-    bucket.mkdir()
-    (bucket / "input.txt").write_text("x")
+    bucket = bucket_with_input(tmp_path)
 
     def as_nohup_and_worse():
         for signum in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM):
@@ -573,9 +573,7 @@ def test_signals_ignored_or_blocked_where_the_bridge_starts_neither_hide_a_statu
 def test_a_bridge_killed_with_sigkill_takes_its_handler_with_it(tmp_path):
     """The OOM killer or `docker kill`: the handler gets SIGKILL too (PR_SET_PDEATHSIG), rather than run on
     while its folder is swept and its message is delivered again."""
-    bucket = tmp_path / "bucket"
-    bucket.mkdir()
-    (bucket / "input.txt").write_text("x")
+    bucket = bucket_with_input(tmp_path)
     pidfile = tmp_path / "handler.pid"
     command = [
         *BRIDGE,

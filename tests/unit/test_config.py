@@ -58,6 +58,13 @@ def test_every_setting_is_read():
     assert config.log_level == logging.WARNING and config.log_json
 
 
+@pytest.mark.parametrize(
+    "given, level", [("WARNING", logging.WARNING), (" critical ", logging.CRITICAL), ("TRACE", 10)]
+)
+def test_pythons_level_names_are_read_as_lambdas(given, level):
+    assert from_env(HANDLER_COMMAND="x", AWS_LAMBDA_LOG_LEVEL=given).log_level == level
+
+
 def test_filter_file_is_read_as_utf8(tmp_path):
     path = tmp_path / "filter.jq"
     path.write_text('any(.Key == "é")', encoding="utf-8")
